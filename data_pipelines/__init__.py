@@ -1,0 +1,1 @@
+"""Offline dataset writers: synthetic scenes, video ingest, flow teacher, shards, Beam pipeline."""

@@ -1,0 +1,1 @@
+"""flow3r_jax.flowmap (see README.md for what lands here)."""
