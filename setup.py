@@ -27,6 +27,7 @@ INSTALL_REQUIRES = [
     "einops==0.8.2",
     "absl-py==2.5.1",
     "etils==1.15.0",
+    "pillow==12.3.0",  # the official inference resize (Lanczos)
     # Held at the versions apache-beam 2.77 accepts, so that `[beam]` installs beside the base.
     "protobuf==6.33.6",
     "pyarrow==25.0.1",
@@ -50,7 +51,6 @@ EXTRAS = {
     ],
     "viz": [
         "matplotlib==3.11.2",
-        "pillow==12.3.0",
     ],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})

@@ -31,6 +31,7 @@ from flow3r_jax.geometry.alignment import (
 )
 from flow3r_jax.geometry.camera import (
     focal_from_fov,
+    focal_from_pointmap,
     fov_from_focal,
     intrinsics_from_focal,
     intrinsics_from_fov,

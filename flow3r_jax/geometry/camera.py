@@ -24,6 +24,7 @@ __all__ = [
     "project_points",
     "points_to_depth",
     "scale_intrinsics",
+    "focal_from_pointmap",
 ]
 
 
@@ -144,3 +145,21 @@ def project_points(
 def points_to_depth(points: Float[Array, "*batch H W 3"]) -> Float[Array, "*batch H W"]:
     """Local (camera-frame) pointmap -> depth map: the z coordinate."""
     return points[..., 2]
+
+
+def focal_from_pointmap(
+    points: Float[Array, "*batch H W 3"], weights: Float[Array, "*batch H W"] | None = None, eps: float = 1e-6
+) -> Float[Array, "*batch"]:
+    """Shared focal length (pixels) of a camera-frame pointmap, principal point at the image centre.
+
+    Weighted least squares argmin_f sum_p w_p |(x_p - c) - f (X/Z, Y/Z)_p|^2 over pixels with
+    Z > eps, in closed form; exact for a pointmap unprojected with such intrinsics.
+    """
+    H, W = points.shape[-3:-1]
+    z = points[..., 2]
+    w = (z > eps).astype(points.dtype) if weights is None else weights * (z > eps)
+    uv = points[..., :2] / jnp.where(z > eps, z, 1.0)[..., None]
+    d = pixel_grid(H, W, points.dtype) - jnp.asarray([W / 2.0, H / 2.0], points.dtype)
+    num = jnp.sum(w[..., None] * d * uv, axis=(-3, -2, -1))
+    den = jnp.sum(w[..., None] * uv * uv, axis=(-3, -2, -1))
+    return num / jnp.maximum(den, eps)

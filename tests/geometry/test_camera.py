@@ -93,3 +93,17 @@ def test_scale_intrinsics_is_resize_consistent():
     xy, _ = g.project_points(X, K)
     xy2, _ = g.project_points(X, jnp.asarray(K2))
     np.testing.assert_allclose(xy2, np.asarray(xy) * [0.5, 2.0], atol=1e-5)
+
+
+def test_focal_from_pointmap_is_exact_and_weighted(rng):
+    H, W = 12, 16
+    K = g.intrinsics_from_focal(37.5, cx=W / 2, cy=H / 2)
+    pts = g.unproject_depth(jnp.asarray(rng.uniform(1, 5, size=(2, H, W))), jnp.stack([K, K]))
+    np.testing.assert_allclose(g.focal_from_pointmap(pts), [37.5, 37.5], rtol=1e-5)
+    # Corrupt a region and give it zero weight: still exact.
+    bad = np.asarray(pts).copy()
+    bad[:, :4, :4, :2] *= 3.0
+    w = np.ones((2, H, W), np.float32)
+    w[:, :4, :4] = 0
+    np.testing.assert_allclose(g.focal_from_pointmap(jnp.asarray(bad), jnp.asarray(w)), [37.5, 37.5], rtol=1e-5)
+    assert abs(float(g.focal_from_pointmap(jnp.asarray(bad))[0]) - 37.5) > 1.0
