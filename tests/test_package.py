@@ -35,3 +35,9 @@ def test_geometry_imports_nothing_else_of_the_project():
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
                 assert not any(n.split(".")[0] in ("flax", "optax", "orbax", "torch") for n in names), f"{path.name}: {names}"
+
+
+def test_public_load_pretrained_is_lazy():
+    code = "import sys, flow3r_jax; assert 'flax' not in sys.modules; f = flow3r_jax.load_pretrained; assert 'flax' in sys.modules; print(f.__module__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "flow3r_jax.models.pretrained"

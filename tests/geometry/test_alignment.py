@@ -11,7 +11,7 @@ from flow3r_jax import geometry as g
 from tests.geometry.helpers import random_poses, random_rotations
 
 
-@given(st.integers(0, 10_000), st.integers(1, 60))
+@given(st.integers(0, 10_000), st.sampled_from([1, 2, 7, 60]))  # few shapes: few compiles
 def test_weighted_median_minimises_weighted_l1(seed, n):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=n).astype(np.float32)

@@ -51,8 +51,9 @@ def test_ndc_matches_official_formula_and_round_trips(rng):
     np.testing.assert_allclose(g.pixel_to_ndc(jnp.asarray([[0.5, 0.5], [W - 0.5, H - 0.5]]), H, W), [[1, 1], [-1, -1]], atol=1e-6)
 
 
-@given(st.integers(0, 10_000), st.integers(2, 17), st.integers(2, 17))
-def test_project_unproject_is_pixel_grid(seed, H, W):
+@given(st.integers(0, 10_000), st.sampled_from([(2, 3), (7, 5), (16, 17)]))  # few shapes: few compiles
+def test_project_unproject_is_pixel_grid(seed, hw):
+    H, W = hw
     rng = np.random.default_rng(seed)
     K = jnp.asarray(intrinsics(rng.uniform(20, 200), rng.uniform(20, 200), rng.uniform(0, W), rng.uniform(0, H)))
     depth = jnp.asarray(rng.uniform(0.1, 50.0, size=(H, W)), jnp.float32)

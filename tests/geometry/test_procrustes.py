@@ -35,13 +35,16 @@ def _check(T, R, t, s):
     np.testing.assert_allclose(T[3], [0, 0, 0, 1])
 
 
-@given(seeds, st.integers(3, 200), st.booleans())
+N_POINTS = st.sampled_from([3, 4, 17, 200])  # few shapes: each distinct shape recompiles
+
+
+@given(seeds, N_POINTS, st.booleans())
 def test_recovers_rigid_motion(seed, n, outliers):
     src, dst, w, R, t, s = _problem(seed, n + (20 if outliers else 0), False, 20 if outliers else 0)
     _check(g.weighted_procrustes(jnp.asarray(src, jnp.float32), jnp.asarray(dst, jnp.float32), jnp.asarray(w, jnp.float32)), R, t, s)
 
 
-@given(seeds, st.integers(3, 200), st.booleans())
+@given(seeds, N_POINTS, st.booleans())
 def test_recovers_similarity_motion(seed, n, outliers):
     src, dst, w, R, t, s = _problem(seed, n + (20 if outliers else 0), True, 20 if outliers else 0)
     with jax.enable_x64(True):  # scale up to 5 amplifies float32 rounding beyond 1e-5 in t

@@ -10,7 +10,7 @@ from flow3r_jax import geometry as g
 from tests.geometry.helpers import random_poses
 
 
-@given(st.integers(1, 40), st.integers(0, 10_000), st.booleans())
+@given(st.sampled_from([1, 2, 5, 40]), st.integers(0, 10_000), st.booleans())
 def test_associative_scan_equals_sequential_product(m, seed, with_first):
     rng = np.random.default_rng(seed)
     rel = random_poses(rng, m, 0.5)

@@ -1,0 +1,151 @@
+"""Loading and saving model weights.
+
+`load_pretrained(path, size="large")` accepts
+- the official Flow3r state dict (`flow3r.bin`, torch; needs the `[convert]` extra) or the same
+  as `.safetensors`;
+- a pi^3 `model.safetensors` (no flow head: it keeps its initial values, and the report says so);
+- a DINOv2-reg ViT checkpoint (initialises the encoder only);
+- a directory written by `save_pretrained` (`config.json` + `params.safetensors`).
+
+The model is first built abstractly (`nnx.eval_shape`); only parameters absent from the
+checkpoint are initialised (by a jitted init whose other outputs XLA drops), so loading the 1B
+parameter model does not first draw 1B random numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import struct
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from flow3r_jax.convert.official import ConversionReport, convert_state_dict
+from flow3r_jax.convert.readers import RenamedKeys, SafetensorsFile, open_checkpoint
+from flow3r_jax.models.config import ModelConfig, get_model_config
+from flow3r_jax.models.flow3r import Flow3r
+
+__all__ = ["load_pretrained", "save_pretrained", "detect_checkpoint_kind", "abstract_params", "model_from_params"]
+
+log = logging.getLogger(__name__)
+
+_TOP_LEVEL = ("encoder.", "decoder.", "register_token", "point_decoder.", "conf_decoder.", "camera_decoder.", "point_head.", "conf_head.", "camera_head.", "flow_head.")
+
+
+def detect_checkpoint_kind(keys) -> str:
+    """'flow3r' | 'pi3' | 'dinov2' from the key names of an official-format state dict."""
+    keys = list(keys)
+    if any(k.startswith("flow_head.") for k in keys):
+        return "flow3r"
+    if any(k.startswith("point_decoder.") for k in keys):
+        return "pi3"
+    if any(k.startswith("blocks.") for k in keys) and any(k.startswith("patch_embed.") for k in keys):
+        return "dinov2"
+    raise ValueError(f"unrecognised checkpoint: keys look like {keys[:5]} (expected Flow3r, pi^3 or DINOv2 names)")
+
+
+def abstract_params(cfg: ModelConfig) -> tuple[nnx.GraphDef, nnx.State, dict[tuple[str, ...], tuple[int, ...]]]:
+    """(graphdef, abstract state, {path: shape} of the parameters) without allocating weights."""
+    model = nnx.eval_shape(lambda: Flow3r(cfg, rngs=nnx.Rngs(0)))
+    graphdef, state = nnx.split(model)
+    shapes = {tuple(map(str, p)): tuple(v.get_value().shape) for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    return graphdef, state, shapes
+
+
+def model_from_params(cfg: ModelConfig, params: dict[tuple[str, ...], np.ndarray | None], seed: int = 0) -> Flow3r:
+    """A model whose parameters are `params` (None entries get their usual initialisation)."""
+    graphdef, state, _ = abstract_params(cfg)
+    missing = [p for p, v in params.items() if v is None]
+    init_values = {}
+    if missing:
+
+        @jax.jit
+        def init():
+            full = nnx.state(Flow3r(cfg, rngs=nnx.Rngs(seed)), nnx.Param)
+            flat = {tuple(map(str, p)): v.get_value() for p, v in nnx.to_flat_state(full)}
+            return {"/".join(p): flat[p] for p in missing}
+
+        init_values = {tuple(k.split("/")): v for k, v in init().items()}
+    flat = nnx.to_flat_state(state)
+    for path, var in flat:
+        key = tuple(map(str, path))
+        value = params.get(key)
+        var.set_value(jnp.asarray(value) if value is not None else init_values[key])
+    return nnx.merge(graphdef, nnx.from_flat_state(flat))
+
+
+def _read_config(directory: str) -> ModelConfig:
+    with open(os.path.join(directory, "config.json")) as f:
+        fields = json.load(f)
+    fields["dpt_out_channels"] = tuple(fields["dpt_out_channels"])
+    return ModelConfig(**fields)
+
+
+def load_pretrained(path: str, size: str = "large", *, return_report: bool = False, **config_overrides):
+    """Builds a Flow3r model from a checkpoint (see the module docstring for accepted kinds)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if os.path.isdir(path):
+        if not os.path.exists(os.path.join(path, "config.json")) or not os.path.exists(os.path.join(path, "params.safetensors")):
+            raise FileNotFoundError(f"{path}: a flow3r_jax model directory needs config.json and params.safetensors")
+        cfg = _read_config(path).replace(**config_overrides)
+        weights = SafetensorsFile(os.path.join(path, "params.safetensors"))
+        _, _, shapes = abstract_params(cfg)
+        problems = [k for k in map("/".join, shapes) if k not in weights] + [
+            f"{k}: file {weights.shape(k)} vs model {shapes[tuple(k.split('/'))]}" for k in weights if tuple(k.split("/")) in shapes and weights.shape(k) != shapes[tuple(k.split("/"))]
+        ]
+        if problems:
+            raise ValueError(f"{path}: parameters do not match config.json: {problems[:10]}")
+        params = {p: np.asarray(weights["/".join(p)], np.float32) for p in shapes}
+        report = ConversionReport(loaded=len(params))
+    else:
+        cfg = get_model_config(size, **config_overrides)
+        sd = open_checkpoint(path)
+        kind = detect_checkpoint_kind(sd.keys())
+        optional, ignore = (), ()
+        if kind == "pi3":
+            optional = ("flow_head.",)
+        elif kind == "dinov2":
+            sd = RenamedKeys(sd, prefix="encoder.")
+            optional = tuple(p for p in _TOP_LEVEL if p != "encoder.")
+            ignore = ("encoder.mask_token",)
+        if cfg.flow_head != "factored":  # the official flow head cannot fill another head type
+            optional = tuple(set(optional) | {"flow_head."})
+            ignore = tuple(ignore) + tuple(k for k in sd.keys() if k.startswith("flow_head."))
+        _, _, shapes = abstract_params(cfg)
+        params, report = convert_state_dict(sd, shapes, optional_prefixes=optional, ignore_keys=ignore, source=path)
+        log.info("loaded %s checkpoint %s: %s", kind, path, report.summary())
+        if report.left_at_init:
+            log.warning("%s: %d parameter tensors not in the %s checkpoint keep their initialisation (e.g. %s)", path, len(report.left_at_init), kind, report.left_at_init[:2])
+    model = model_from_params(cfg, params)
+    return (model, report) if return_report else model
+
+
+def _write_safetensors(path: str, tensors: dict[str, np.ndarray]) -> None:
+    header, offset = {}, 0
+    for key, arr in tensors.items():
+        header[key] = {"dtype": "F32", "shape": list(arr.shape), "data_offsets": [offset, offset + arr.nbytes]}
+        offset += arr.nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)  # keep the data 8-byte aligned
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)))
+        f.write(blob)
+        for arr in tensors.values():
+            f.write(np.ascontiguousarray(arr, np.float32).tobytes())
+    os.replace(tmp, path)
+
+
+def save_pretrained(model: Flow3r, directory: str) -> None:
+    """Writes `config.json` and `params.safetensors` (keys: our parameter paths joined by '/')."""
+    os.makedirs(directory, exist_ok=True)
+    tensors = {"/".join(map(str, p)): np.asarray(v.get_value(), np.float32) for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    _write_safetensors(os.path.join(directory, "params.safetensors"), tensors)
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump(dataclasses.asdict(model.cfg), f, indent=2)
