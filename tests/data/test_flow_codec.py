@@ -1,0 +1,246 @@
+"""Flow codec: error bound and exact mask on every kind of flow, sizes on teacher flows, errors."""
+
+import struct
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from flow3r_jax.data.flow_codec import (
+    FORMAT_VERSION,
+    HEADER_SIZE,
+    MAX_ABS_FLOW,
+    MAX_ERROR,
+    FlowCodecError,
+    decode_flow,
+    encode_flow,
+    flow_shape,
+    zero_unrepresentable_outside_mask,
+)
+
+
+def _check_round_trip(flow, mask, **kw):
+    data = encode_flow(flow, mask, **kw)
+    got, got_mask = decode_flow(data)
+    assert got.dtype == np.float32 and got.shape == flow.shape and got.flags.c_contiguous and got.flags.writeable
+    assert got_mask.dtype == np.bool_ and got_mask.shape == mask.shape
+    np.testing.assert_array_equal(got_mask, mask)
+    err = np.abs(got.astype(np.float64) - flow.astype(np.float64))
+    assert err.max() <= MAX_ERROR, err.max()
+    # Stronger: the decoded value is exactly the nearest point of the 1/16 grid.
+    np.testing.assert_array_equal(got, np.rint(flow.astype(np.float64) * 16) / 16)
+    return data, got
+
+
+def _smooth(rng, H, W, scale):
+    low = rng.normal(size=(max(2, H // 8), max(2, W // 8), 2)).astype(np.float32)
+    return (cv2.resize(low, (W, H), interpolation=cv2.INTER_CUBIC) * scale).astype(np.float32).reshape(H, W, 2)
+
+
+def _layers(rng, H, W):
+    """Two motion layers: an affine background and a moving rectangle, with the occluded band
+    (background pixels the rectangle covers in the other frame) masked out."""
+    y, x = np.mgrid[0:H, 0:W].astype(np.float32) + 0.5
+    flow = np.stack([0.03 * x - 0.02 * y + 3.2, 0.01 * x + 0.04 * y - 1.7], -1)
+    fg = (slice(H // 4, 3 * H // 4), slice(W // 5, W // 2))
+    flow[fg] = (-61.37, 23.11)
+    mask = np.ones((H, W), bool)
+    mask[H // 4 : 3 * H // 4, W // 5 - 8 : W // 5] = False
+    noise = rng.normal(scale=0.3, size=flow.shape)
+    return (flow + noise).astype(np.float32), mask
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (5, 3), (1, 9), (9, 1), (48, 64), (61, 37)])
+def test_round_trip_smooth_flows_of_any_size(rng, shape):
+    H, W = shape
+    flow = _smooth(rng, H, W, 25.0) + rng.normal(scale=0.05, size=(H, W, 2)).astype(np.float32)
+    _check_round_trip(flow, rng.random((H, W)) < 0.7)
+
+
+def test_round_trip_motion_boundaries_and_occlusion(rng):
+    flow, mask = _layers(rng, 96, 128)
+    data, _ = _check_round_trip(flow, mask)
+    assert len(data) < 2 * flow.shape[0] * flow.shape[1]
+
+
+def test_round_trip_large_and_extreme_flows(rng):
+    H, W = 40, 50
+    flow = rng.uniform(-MAX_ABS_FLOW, MAX_ABS_FLOW, size=(H, W, 2)).astype(np.float32)
+    flow[0, 0] = (MAX_ABS_FLOW, -MAX_ABS_FLOW)
+    _check_round_trip(flow, rng.random((H, W)) < 0.5)
+    # Checkerboard of +-max: the largest possible prediction residuals (4 x max), all exceptions.
+    checker = np.where((np.add.outer(np.arange(H), np.arange(W)) % 2)[..., None] == 0, MAX_ABS_FLOW, -MAX_ABS_FLOW)
+    _check_round_trip(np.broadcast_to(checker, (H, W, 2)).astype(np.float32), np.ones((H, W), bool))
+
+
+def test_round_trip_noise_flow(rng):
+    """Spatially uncorrelated flow (worst case for the predictor) still round-trips."""
+    flow = rng.normal(scale=40.0, size=(33, 47, 2)).astype(np.float32)
+    _check_round_trip(flow, rng.random((33, 47)) < 0.5)
+
+
+@pytest.mark.parametrize("fill", [False, True])
+def test_all_and_none_masked(rng, fill):
+    flow = _smooth(rng, 24, 31, 5.0)
+    _check_round_trip(flow, np.full((24, 31), fill))
+
+
+def test_grid_values_are_exact_and_reencoding_is_stable(rng):
+    flow = np.rint(_smooth(rng, 30, 40, 50.0) * 16).astype(np.float32) / 16
+    mask = rng.random((30, 40)) < 0.5
+    data = encode_flow(flow, mask)
+    got, _ = decode_flow(data)
+    np.testing.assert_array_equal(got, flow)
+    assert encode_flow(got, mask) == data
+
+
+def test_levels_and_bytes_like_inputs(rng):
+    flow, mask = _layers(rng, 32, 48)
+    fast, best = encode_flow(flow, mask, level=1), encode_flow(flow, mask, level=19)
+    a, b = decode_flow(fast), decode_flow(bytearray(best))
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(decode_flow(memoryview(fast))[1], mask)
+    assert flow_shape(best) == (32, 48)
+
+
+def test_ties_round_to_even_within_bound():
+    flow = np.array([[[1 / 32, -3 / 32], [5 / 32, 0.0]]], np.float32)
+    got, _ = decode_flow(encode_flow(flow, np.ones((1, 2), bool)))
+    np.testing.assert_array_equal(got, [[[0.0, -0.125], [0.125, 0.0]]])
+
+
+@given(
+    st.integers(1, 9).flatmap(
+        lambda h: st.integers(1, 9).flatmap(
+            lambda w: st.tuples(
+                hnp.arrays(np.float32, (h, w, 2), elements=st.floats(-MAX_ABS_FLOW, MAX_ABS_FLOW, width=32)),
+                hnp.arrays(np.bool_, (h, w)),
+            )
+        )
+    )
+)
+def test_property_error_bound_and_exact_mask(flow_and_mask):
+    flow, mask = flow_and_mask
+    _check_round_trip(flow, mask)
+
+
+@given(hnp.arrays(np.float32, (6, 7, 2), elements=st.floats(-300, 300, width=32)), st.integers(0, 2**32 - 1))
+def test_property_smooth_plus_arbitrary(noise, seed):
+    flow = _smooth(np.random.default_rng(seed), 6, 7, 100.0) + noise
+    _check_round_trip(flow.astype(np.float32), np.random.default_rng(seed).random((6, 7)) < 0.5)
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+def _good(rng):
+    return _smooth(rng, 8, 10, 3.0), np.ones((8, 10), bool)
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (lambda f, m: (f.astype(np.float64), m), "float32"),
+        (lambda f, m: (f.astype(np.float16), m), "float32"),
+        (lambda f, m: (f[..., :1], m), r"\(H, W, 2\)"),
+        (lambda f, m: (f[None], m), r"\(H, W, 2\)"),
+        (lambda f, m: (f.tolist(), m), "list"),
+        (lambda f, m: (f, m.astype(np.uint8)), "bool"),
+        (lambda f, m: (f, m[:, :-1]), r"\(8, 10\)"),
+        (lambda f, m: (f[:0], m[:0]), "unsupported"),
+    ],
+)
+def test_encode_rejects_bad_input(rng, bad, match):
+    with pytest.raises(FlowCodecError, match=match):
+        encode_flow(*bad(*_good(rng)))
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_encode_rejects_non_finite(rng, value):
+    flow, mask = _good(rng)
+    flow[3, 4, 1] = value
+    with pytest.raises(FlowCodecError, match=r"non-finite.*row 3, column 4, component 1"):
+        encode_flow(flow, mask)
+
+
+def test_encode_rejects_out_of_range_instead_of_clipping(rng):
+    flow, mask = _good(rng)
+    flow[2, 5, 0] = np.nextafter(np.float32(MAX_ABS_FLOW), np.float32(np.inf))
+    with pytest.raises(FlowCodecError, match=r"row 2, column 5.*beyond the representable range"):
+        encode_flow(flow, mask)
+    flow[2, 5, 0] = -1e6
+    with pytest.raises(FlowCodecError, match="beyond the representable range"):
+        encode_flow(flow, mask)
+
+
+def test_zero_unrepresentable_outside_mask_is_explicit_and_local(rng):
+    flow, mask = _good(rng)
+    mask[0, :3] = False
+    flow[0, 0, 0], flow[0, 1, 1] = 3.6e8, np.nan  # outside the mask: replaced by (0, 0)
+    original = flow.copy()
+    fixed, count = zero_unrepresentable_outside_mask(flow, mask)
+    assert count == 2
+    np.testing.assert_array_equal(original, flow)  # input untouched
+    np.testing.assert_array_equal(fixed[0, :2], 0)
+    np.testing.assert_array_equal(fixed[0, 2:], flow[0, 2:])
+    np.testing.assert_array_equal(fixed[1:], flow[1:])
+    _check_round_trip(fixed, mask)
+    assert zero_unrepresentable_outside_mask(fixed, mask)[1] == 0
+    flow[4, 4, 0] = 1e6  # inside the mask: left alone, so encoding still refuses it
+    with pytest.raises(FlowCodecError, match="row 4, column 4"):
+        encode_flow(zero_unrepresentable_outside_mask(flow, mask)[0], mask)
+
+
+def test_decode_rejects_corrupt_truncated_and_unknown_data(rng):
+    data = encode_flow(*_layers(rng, 20, 30))
+    with pytest.raises(FlowCodecError, match="truncated"):
+        decode_flow(data[:-1])
+    with pytest.raises(FlowCodecError, match="truncated"):
+        decode_flow(data[: HEADER_SIZE - 3])
+    with pytest.raises(FlowCodecError, match="truncated"):
+        decode_flow(b"")
+    with pytest.raises(FlowCodecError, match="trailing"):
+        decode_flow(data + b"\0")
+    with pytest.raises(FlowCodecError, match="unknown flow codec version 7"):
+        decode_flow(bytes([7]) + data[1:])
+    with pytest.raises(FlowCodecError, match="expected bytes"):
+        decode_flow(12345)
+    for pos in (1, 4, 6, HEADER_SIZE - 1, HEADER_SIZE, HEADER_SIZE + 5, len(data) // 2, len(data) - 1):
+        bad = bytearray(data)
+        bad[pos] ^= 0x5A
+        with pytest.raises(FlowCodecError, match="corrupt|truncated|trailing"):
+            decode_flow(bytes(bad))
+    # A zero-sized image in the header is rejected before anything else.
+    with pytest.raises(FlowCodecError, match="image size 0x30"):
+        decode_flow(bytes([FORMAT_VERSION]) + struct.pack("<H", 0) + data[3:])
+
+
+# --- real teacher flows -------------------------------------------------------------------------
+
+
+def test_dis_teacher_flows_fit_two_bytes_per_pixel():
+    import jax.numpy as jnp
+
+    from data_pipelines.flow_teacher import DISTeacher, compute_pair_flows
+    from data_pipelines.synthetic import SceneConfig, generate_clip
+    from flow3r_jax.geometry import forward_backward_mask
+
+    cfg = SceneConfig(height=64, width=96, frames=6, offsets=(1, 2), dynamic=True, kind="room", preset="orbit")
+    clip = generate_clip(cfg, seed=3)
+    pairs = clip["pairs"]
+    flows = compute_pair_flows(DISTeacher(), clip["images"], pairs).flow
+    index = {tuple(p): k for k, p in enumerate(pairs.tolist())}
+    backward = flows[[index[(j, i)] for i, j in pairs.tolist()]]
+    masks = np.asarray(forward_backward_mask(jnp.asarray(flows), jnp.asarray(backward), alpha=0.01, beta=0.5))
+    total = 0
+    for flow, mask in zip(flows, masks):
+        data, _ = _check_round_trip(flow, mask)
+        total += len(data)
+    bytes_per_pixel = total / flows[..., 0].size
+    assert bytes_per_pixel <= 2.0, bytes_per_pixel
+    # And the exact flows of the same clip.
+    for flow, mask in zip(clip["flow"], clip["covisible"]):
+        _check_round_trip(flow, mask)
