@@ -1,0 +1,92 @@
+"""Dataset directories written by `data_pipelines` (ArrayRecord shards + `manifest.json`) as
+random-access sources of encoded clip records.
+
+The manifest is the contract between writer and reader: its `manifest_version`, the record
+`kind` (labeled / unlabeled), `schema_versions` (record schema per kind, container, flow codec)
+and the shard list with record counts. `open_source` checks all of it against this library's
+versions and that every shard file exists, and raises `DatasetError` naming the directory and
+the problem, so a stale or half-copied dataset fails at start-up rather than mid-training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import grain
+
+from flow3r_jax.data import flow_codec, records
+
+__all__ = ["DatasetError", "ClipSource", "open_source", "MANIFEST_VERSION"]
+
+MANIFEST_VERSION = 1
+
+
+class DatasetError(ValueError):
+    """A dataset directory cannot be read as a clip dataset; the message names it."""
+
+
+@dataclasses.dataclass
+class ClipSource:
+    """Encoded clip records of one dataset directory (index -> bytes)."""
+
+    path: str
+    name: str
+    kind: str  # "labeled" | "unlabeled"
+    manifest: dict
+    records: grain.sources.ArrayRecordDataSource
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> bytes:
+        return self.records[index]
+
+
+def _fail(path: str, msg: str):
+    raise DatasetError(f"dataset {path}: {msg}")
+
+
+def open_source(path: str) -> ClipSource:
+    manifest_path = os.path.join(path, "manifest.json")
+    if not os.path.isdir(path):
+        _fail(path, "no such directory")
+    if not os.path.exists(manifest_path):
+        _fail(path, "no manifest.json (not a data_pipelines output directory, or the run did not finish)")
+    try:
+        with open(manifest_path) as f:
+            manifest = json.load(f)
+    except json.JSONDecodeError as err:
+        _fail(path, f"manifest.json is not valid JSON ({err})")
+    if manifest.get("manifest_version") != MANIFEST_VERSION:
+        _fail(path, f"manifest version {manifest.get('manifest_version')!r}, this reader supports {MANIFEST_VERSION}")
+    kind = manifest.get("kind")
+    if kind not in records.SCHEMA_VERSION:
+        _fail(path, f"unknown record kind {kind!r}")
+    versions = manifest.get("schema_versions", {})
+    want = {
+        "record_schema": records.SCHEMA_VERSION[kind],
+        "record_container": records.CONTAINER_VERSION,
+        "flow_codec": flow_codec.FORMAT_VERSION,
+    }
+    have = {
+        "record_schema": versions.get("record_schema", {}).get(kind),
+        "record_container": versions.get("record_container"),
+        "flow_codec": versions.get("flow_codec"),
+    }
+    stale = {k: (have[k], want[k]) for k in want if have[k] != want[k]}
+    if stale:
+        _fail(path, "schema version mismatch (dataset, reader): " + ", ".join(f"{k} {a} vs {b}" for k, (a, b) in stale.items()) + "; rewrite the dataset with this version of data_pipelines")
+    shards = manifest.get("shards") or []
+    files = [os.path.join(path, s["file"]) for s in shards if s.get("records", 0) > 0]
+    missing = [f for f in files if not os.path.exists(f)]
+    if missing:
+        _fail(path, f"missing shard file(s): {missing[:5]}")
+    if not files:
+        _fail(path, "contains no records")
+    source = grain.sources.ArrayRecordDataSource(files)
+    expected = sum(s["records"] for s in shards)
+    if len(source) != expected:
+        _fail(path, f"shards hold {len(source)} records, the manifest says {expected} (truncated or replaced shard?)")
+    return ClipSource(path, manifest.get("name", os.path.basename(path)), kind, manifest, source)
