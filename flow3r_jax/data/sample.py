@@ -48,6 +48,15 @@ class SampleConfig:
     max_zoom: float = 1.0
     colour: float = 1.0  # colour-jitter strength (0 disables)
 
+    @classmethod
+    def for_budget(cls, aspect_height: int, aspect_width: int, max_pixels: int = 255_000, **kwargs) -> "SampleConfig":
+        """The largest multiple-of-14 size with the given aspect ratio and at most `max_pixels`
+        pixels, by the official inference rule (`frames.official_target_size`)."""
+        from flow3r_jax.data.frames import official_target_size
+
+        h, w = official_target_size(aspect_height, aspect_width, max_pixels)
+        return cls(height=h, width=w, **kwargs)
+
     def __post_init__(self):
         if self.height % 14 or self.width % 14 or self.height <= 0 or self.width <= 0:
             raise ValueError(f"SampleConfig: height and width must be positive multiples of 14, got {self.height}x{self.width}")

@@ -31,3 +31,13 @@ def test_pairs_among_chosen_frames_only(rng):
     derived, index, valid = choose_pairs(frames, None, 5, rng)
     assert valid.all() and np.all(index == -1) and np.all(derived[:, 0] != derived[:, 1])
     assert len(all_ordered_pairs(4)) == 12
+
+
+def test_sample_size_from_pixel_budget():
+    from flow3r_jax.data.sample import SampleConfig
+
+    cfg = SampleConfig.for_budget(1080, 1920, frames=4)
+    assert cfg.height % 14 == 0 and cfg.width % 14 == 0 and cfg.height * cfg.width <= 255_000 and cfg.frames == 4
+    assert abs(cfg.width / cfg.height - 16 / 9) < 0.1
+    small = SampleConfig.for_budget(378, 518, max_pixels=378 * 518)
+    assert (small.height, small.width) == (378, 518)
