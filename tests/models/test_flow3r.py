@@ -13,7 +13,8 @@ from flow3r_jax.models import flow_to_pixels, get_model_config
 from flow3r_jax.models.pretrained import abstract_params
 from tests.models.conftest import jit_apply, random_model
 
-OFFICIAL_KEYS = pathlib.Path(__file__).resolve().parents[3] / "shared" / "tools" / "parity" / "official_keys.json"
+# The fact list of ../shared/tools/parity/official_keys.json (all 1278 official keys and shapes).
+OFFICIAL_KEYS = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "official_keys.json"
 
 
 def assert_close_scaled(actual, desired, rel):
@@ -33,7 +34,6 @@ def test_large_parameter_count_equals_official():
     assert _count("large") == 1_001_053_694
 
 
-@pytest.mark.skipif(not OFFICIAL_KEYS.exists(), reason="official_keys.json not available")
 def test_large_parameter_count_per_module_matches_official_manifest():
     official = json.loads(OFFICIAL_KEYS.read_text())["param_count_per_module"]
     _, _, shapes = abstract_params(get_model_config("large"))
