@@ -96,16 +96,25 @@ def make_sample(record: bytes, cfg: SampleConfig, rng: np.random.Generator, sour
     pairs, index, pair_valid = choose_pairs(frames, stored, S, rng)
     t = plan_resize_crop(clip.height, clip.width, H, W, rng if cfg.train else None, cfg.max_zoom)
 
-    out = {name: np.zeros(shape, dtype) for name, (shape, dtype) in sample_spec(cfg).items()}
+    spec = sample_spec(cfg)
+    # Small fields start zeroed; the large ones are built directly (no zero-fill then copy).
+    out = {name: np.zeros(shape, dtype) for name, (shape, dtype) in spec.items() if name not in ("images", "flow", "covisible", "depth", "valid")}
     images = warp_frames(clip.decode_frames(frames), t)
     out["images"] = colour_jitter(images, rng, cfg.colour) if cfg.train and cfg.colour > 0 else images
     out["pairs"], out["pair_valid"] = pairs, pair_valid
+    flows, masks = [], []
     for s in range(S):
         if pair_valid[s] and index[s] >= 0:
-            flow, mask = clip.decode_flow(int(index[s]))
-            out["flow"][s], out["covisible"][s] = warp_flow(flow, mask, t)
+            f, m = warp_flow(*clip.decode_flow(int(index[s])), t)
             out["flow_stored"][s] = True
+        else:
+            f, m = np.zeros((H, W, 2), np.float32), np.zeros((H, W), bool)
+        flows.append(f)
+        masks.append(m)
+    out["flow"] = np.stack(flows) if S else np.zeros(spec["flow"][0], np.float32)
+    out["covisible"] = np.stack(masks) if S else np.zeros(spec["covisible"][0], bool)
     out["poses"][:] = np.eye(4, dtype=np.float32)
+    out["depth"], out["valid"] = np.zeros(spec["depth"][0], np.float32), np.zeros(spec["valid"][0], bool)
     if labeled:
         out["depth"], out["valid"] = warp_depth(clip.depth[frames], clip.valid[frames] & (clip.depth[frames] > 0), t)
         out["intrinsics"] = warp_intrinsics(clip.intrinsics[frames], t)
