@@ -44,7 +44,7 @@ shift || true
 case "$cmd" in
   demo)
     ensure_env "viz"
-    exec .venv/bin/python benchmarks/geometry.py "$@"
+    exec .venv/bin/python -m flow3r_jax.reconstruct --demo outputs/demo "$@"
     ;;
   test)
     ensure_env "test,convert,beam,viz"

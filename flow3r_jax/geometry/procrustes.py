@@ -31,14 +31,18 @@ def weighted_procrustes(
     if weights is None:
         weights = jnp.ones(src.shape[:-1], src.dtype)
     w = weights / jnp.maximum(jnp.sum(weights, axis=-1, keepdims=True), eps)
-    mu_src = jnp.einsum("...n,...nc->...c", w, src)
-    mu_dst = jnp.einsum("...n,...nc->...c", w, dst)
+    # Moments as broadcast products and sums rather than einsums: a dot_general contracting or
+    # producing a size-3 axis (as these and their gradients do) is several times slower on CPU
+    # than the fused elementwise loop and reduction XLA makes of this form.
+    wn = w[..., None]
+    mu_src = jnp.sum(wn * src, axis=-2)
+    mu_dst = jnp.sum(wn * dst, axis=-2)
     xs = src - mu_src[..., None, :]
     xd = dst - mu_dst[..., None, :]
-    cov = jnp.einsum("...n,...ni,...nj->...ij", w, xd, xs)  # dst-by-src cross-covariance
+    cov = jnp.sum((wn * xd)[..., :, :, None] * xs[..., :, None, :], axis=-3)  # dst-by-src cross-covariance
     R = polar_rotation(cov)
     if with_scale:
-        var_src = jnp.einsum("...n,...nc,...nc->...", w, xs, xs)
+        var_src = jnp.sum(wn * xs * xs, axis=(-2, -1))
         s = jnp.sum(R * cov, axis=(-2, -1)) / jnp.maximum(var_src, eps)  # tr(R^T cov) / var
     else:
         s = jnp.ones(R.shape[:-2], R.dtype)

@@ -18,6 +18,7 @@ __all__ = [
     "invert_rigid",
     "invert_similarity",
     "transform_points",
+    "matvec3",
     "relative_pose",
     "similarity_scale",
 ]
@@ -77,7 +78,16 @@ def transform_points(T: Float[Array, "*batch 4 4"], x: Float[Array, "*batch *poi
     if extra < 0:
         raise ValueError(f"transform_points: transforms {T.shape} have more batch dims than points {x.shape}")
     T = T.reshape(T.shape[:-2] + (1,) * extra + (4, 4))
-    return jnp.einsum("...ij,...j->...i", T[..., :3, :3], x) + T[..., :3, 3]
+    return matvec3(T[..., :3, :3], x) + T[..., :3, 3]
+
+
+def matvec3(A: Float[Array, "*batch 3 3"], x: Float[Array, "*batch 3"]) -> Float[Array, "*batch 3"]:
+    """A x for broadcastable stacks of 3x3 matrices and 3-vectors, written out as nine
+    multiply-adds: XLA fuses them into one elementwise loop, where a dot_general with a
+    contraction of size 3 runs at a fraction of the memory bandwidth on CPU (measured ~10x
+    slower for 680k points, forward and backward)."""
+    x0, x1, x2 = x[..., 0], x[..., 1], x[..., 2]
+    return jnp.stack([A[..., i, 0] * x0 + A[..., i, 1] * x1 + A[..., i, 2] * x2 for i in range(3)], axis=-1)
 
 
 def relative_pose(T_i: Float[Array, "*batch 4 4"], T_j: Float[Array, "*batch 4 4"]) -> Array:

@@ -1,0 +1,152 @@
+"""`SceneInputs`: what the per-scene optimisation consumes, validated at the boundary.
+
+Conventions are flow3r_jax's (`flow3r_jax.geometry`): pixel centres at +0.5, flow as pixel
+displacement on the source frame's grid. For F frames of H x W pixels:
+
+    images        float32 (F, H, W, 3)   RGB in [0, 1]
+    flow_fw       float32 (F-1, H, W, 2) flow i -> i + 1 on frame i's grid
+    flow_bw       float32 (F-1, H, W, 2) flow i + 1 -> i on frame i + 1's grid
+    mask_fw       float32 (F-1, H, W)    weight of each forward flow vector in the flow loss
+    mask_bw       float32 (F-1, H, W)    same for the backward flow (frame i + 1's grid)
+    track_xy      float32 (F, M, 2)      point tracks: pixel position in each frame (optional)
+    track_visible bool    (F, M)         track visible in that frame (optional)
+    base_depth    float32 (F, H, W)      depth to refine around, e.g. Flow3r's (optional)
+    focal         float32 ()             known focal in FlowMap units f_px / sqrt(H W) (optional;
+                                         replaces the soft-min and the free focal)
+
+Optional fields are None (an empty pytree), so a `SceneInputs` with or without them is a valid
+`jax.vmap` / `jax.jit` argument; `stack_scenes` stacks several scenes of one shape for vmap.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flow3r_jax.flowmap.losses import photometric_mask
+
+__all__ = ["SceneInputs", "make_scene_inputs", "consecutive_flows", "stack_scenes", "InputError"]
+
+
+class InputError(ValueError):
+    """Scene inputs with inconsistent shapes or values; the message names the field."""
+
+
+class SceneInputs(NamedTuple):
+    images: jax.Array
+    flow_fw: jax.Array
+    flow_bw: jax.Array
+    mask_fw: jax.Array
+    mask_bw: jax.Array
+    track_xy: jax.Array | None = None
+    track_visible: jax.Array | None = None
+    base_depth: jax.Array | None = None
+    focal: jax.Array | None = None
+
+    @property
+    def num_frames(self) -> int:
+        return self.images.shape[-4]
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        return tuple(self.images.shape[-3:-1])
+
+    @property
+    def has_tracks(self) -> bool:
+        return self.track_xy is not None and self.track_xy.shape[-2] > 0
+
+
+def _check(name, a, shape, dtype=np.float32):
+    a = np.asarray(a)
+    if a.shape != tuple(shape):
+        raise InputError(f"SceneInputs.{name}: expected shape {tuple(shape)}, got {a.shape}")
+    if dtype is not bool and not np.all(np.isfinite(a)):
+        raise InputError(f"SceneInputs.{name}: contains non-finite values")
+    return jnp.asarray(a.astype(dtype))
+
+
+def make_scene_inputs(
+    images,
+    flow_fw,
+    flow_bw,
+    masks="photometric",
+    tracks=None,
+    base_depth=None,
+    focal=None,
+) -> SceneInputs:
+    """Validates and assembles one scene.
+
+    images: (F, H, W, 3) float in [0, 1] or uint8. flow_fw / flow_bw: consecutive flows (see the
+    module docstring). masks: "photometric" (FlowMap's colour-consistency weights, default),
+    None (all ones), or a (mask_fw, mask_bw) pair of (F-1, H, W) arrays (bool or float).
+    tracks: None or (xy (F, M, 2), visible (F, M)), e.g. `data_pipelines.tracks.Tracks`.
+    focal: a known focal length in FlowMap units (f_px / sqrt(H W)), or None to estimate it.
+    """
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise InputError(f"SceneInputs.images: expected (F, H, W, 3), got {images.shape}")
+    if images.dtype == np.uint8:
+        images = images.astype(np.float32) / 255.0
+    F, H, W, _ = images.shape
+    if F < 2:
+        raise InputError(f"SceneInputs.images: need at least 2 frames, got {F}")
+    images = _check("images", images, (F, H, W, 3))
+    flow_fw = _check("flow_fw", flow_fw, (F - 1, H, W, 2))
+    flow_bw = _check("flow_bw", flow_bw, (F - 1, H, W, 2))
+    if isinstance(masks, str):
+        if masks != "photometric":
+            raise InputError(f"make_scene_inputs: masks must be 'photometric', None or a pair of arrays, got {masks!r}")
+        mask_fw = photometric_mask(images, flow_fw)
+        mask_bw = photometric_mask(images, flow_bw, backward=True)
+    elif masks is None:
+        mask_fw = mask_bw = jnp.ones((F - 1, H, W), jnp.float32)
+    else:
+        mask_fw, mask_bw = (_check(n, m, (F - 1, H, W)) for n, m in zip(("mask_fw", "mask_bw"), masks))
+    track_xy = track_visible = None
+    if tracks is not None:
+        xy, vis = (tracks.xy, tracks.visible) if hasattr(tracks, "xy") else tracks
+        xy = np.asarray(xy)
+        if xy.ndim != 3 or xy.shape[0] != F or xy.shape[-1] != 2:
+            raise InputError(f"SceneInputs.track_xy: expected (F={F}, M, 2), got {xy.shape}")
+        track_xy = _check("track_xy", xy, xy.shape)
+        track_visible = _check("track_visible", vis, xy.shape[:2], bool)
+    if base_depth is not None:
+        base_depth = _check("base_depth", base_depth, (F, H, W))
+        if not bool(jnp.all(base_depth > 0)):
+            raise InputError("SceneInputs.base_depth: must be positive everywhere")
+    if focal is not None:
+        focal = float(focal)
+        if not (math.isfinite(focal) and focal > 0):
+            raise InputError(f"SceneInputs.focal: must be positive, got {focal!r}")
+        focal = jnp.asarray(focal, jnp.float32)
+    return SceneInputs(images, flow_fw, flow_bw, mask_fw, mask_bw, track_xy, track_visible, base_depth, focal)
+
+
+def consecutive_flows(pairs: np.ndarray, flows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(flow_fw, flow_bw) from flows of listed pairs (P, 2) (e.g. a synthetic clip's `pairs` /
+    `flow`); raises InputError naming the first missing consecutive pair."""
+    pairs = np.asarray(pairs)
+    index = {(int(i), int(j)): k for k, (i, j) in enumerate(pairs)}
+    F = int(pairs.max()) + 1
+    fw, bw = [], []
+    for i in range(F - 1):
+        for a, b, out in ((i, i + 1, fw), (i + 1, i, bw)):
+            if (a, b) not in index:
+                raise InputError(f"consecutive_flows: no flow for pair ({a}, {b})")
+            out.append(flows[index[(a, b)]])
+    return np.stack(fw), np.stack(bw)
+
+
+def stack_scenes(scenes: list[SceneInputs]) -> SceneInputs:
+    """Stacks scenes of identical shapes (and the same optional fields) for `jax.vmap`."""
+    if not scenes:
+        raise InputError("stack_scenes: no scenes")
+    first = jax.tree.structure(scenes[0])
+    for k, s in enumerate(scenes[1:], 1):
+        if jax.tree.structure(s) != first or any(a.shape != b.shape for a, b in zip(jax.tree.leaves(s), jax.tree.leaves(scenes[0]))):
+            raise InputError(f"stack_scenes: scene {k} differs in shape or optional fields from scene 0")
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *scenes)

@@ -1,0 +1,364 @@
+"""The per-scene optimisation as one compiled program, for one scene or a vmapped stack.
+
+Every step (official `model.py` + `model_wrapper_overfit.py`):
+  1. depth (and features) from the model; correspondence weights at the Procrustes pixels;
+  2. the focal: stage 1, FlowMap's soft-min over candidates on pair (0, 1) with a fresh random
+     pixel set (`intrinsics.softmin_focal`); stage 2 (from `focal_regression_after`), a free
+     parameter that starts at the mean of the last `focal_regression_window` soft-min focals;
+  3. unproject with the shared K, Procrustes poses of consecutive pairs, chained;
+  4. loss = 1000 x flow loss (+ 100 x track loss from step 50 when tracks are given);
+  5. Adam (lr 3e-5) on the model parameters and, in stage 2, on the focal.
+
+Stage switches are functions of the step counter (`lax.cond`, `jnp.where`), and the soft-min
+window is a running sum in the carry, so the whole run is a `lax.scan` over steps inside one
+`jax.jit`: no Python state, no retracing, and `jax.vmap` runs several scenes at once. The free
+focal has its own Adam state, reset at the switch, as in FlowMap where that parameter receives
+its first gradient (and hence its first Adam step) at step 1000.
+
+The step's random pixel set comes from `fold_in(key, step)`, so runs are reproducible and a
+vmapped run equals separate runs with the same keys.
+
+`optimize_scene(inputs, cfg)` runs one scene; `optimize_scenes(stacked_inputs, cfg)` runs a stack.
+Both return a `FlowMapResult` with the final depth, poses, focal, intrinsics and the per-step
+history (loss, flow loss, track loss, focal).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from flow3r_jax.flowmap.config import FlowMapConfig
+from flow3r_jax.flowmap.inputs import SceneInputs
+from flow3r_jax.flowmap.intrinsics import focal_candidates, intrinsics_from_normalized_focal, softmin_focal
+from flow3r_jax.flowmap.losses import flow_loss, pose_induced_flows, track_loss
+from flow3r_jax.flowmap.model import FlowMapModel
+from flow3r_jax.flowmap.poses import poses_from_relative, procrustes_indices, relative_poses
+from flow3r_jax.geometry import unproject_depth
+
+__all__ = [
+    "FlowMapResult",
+    "StepMetrics",
+    "RunState",
+    "abstract_model",
+    "init_params",
+    "forward",
+    "optimize_scene",
+    "optimize_scenes",
+    "progress_sink",
+]
+
+
+class StepMetrics(NamedTuple):
+    loss: jax.Array  # total weighted loss
+    flow_loss: jax.Array  # unweighted flow loss
+    track_loss: jax.Array  # unweighted track loss (0 before it starts or without tracks)
+    focal: jax.Array  # focal used this step, FlowMap units (f_px / sqrt(H W))
+    poses: jax.Array  # (F, 4, 4) camera-to-world poses of this step
+
+
+class RunState(NamedTuple):
+    params: nnx.State
+    adam: optax.OptState
+    focal: jax.Array  # stage-2 free focal (FlowMap units)
+    focal_adam: optax.OptState
+    window_sum: jax.Array  # sum of the soft-min focals of the window before the switch
+
+
+class FlowMapResult(NamedTuple):
+    depth: jax.Array  # (F, H, W)
+    poses: jax.Array  # (F, 4, 4) camera-to-world, frame 0 = identity
+    focal: jax.Array  # () FlowMap units
+    intrinsics: jax.Array  # (3, 3) pixels
+    weights: jax.Array  # (F-1, P) correspondence weights at the Procrustes pixels
+    history: StepMetrics  # each (steps, ...): the values of every step (poses (steps, F, 4, 4))
+    params: nnx.State  # final model parameters
+
+
+# ----------------------------------------------------------------------------- set-up
+
+
+def abstract_model(cfg: FlowMapConfig, num_frames: int, image_shape: tuple[int, int]) -> tuple[nnx.GraphDef, nnx.State]:
+    """(graphdef, abstract state) of the model, without allocating parameters."""
+    return nnx.eval_shape(lambda: nnx.split(FlowMapModel(cfg, num_frames, image_shape, rngs=nnx.Rngs(0))))
+
+
+def init_params(
+    cfg: FlowMapConfig,
+    num_frames: int,
+    image_shape: tuple[int, int],
+    key: jax.Array | int = 0,
+    pretrained: nnx.State | None = None,
+    base_depth: jax.Array | None = None,
+) -> nnx.State:
+    """Initial parameters of one scene: random (FlowMap's from-scratch ablation), or a
+    pretrained state (`weights.load_init`) for the CNN, or in explicit mode the base depth."""
+    if isinstance(key, int):
+        key = jax.random.key(key)
+    if pretrained is not None:
+        if cfg.depth != "cnn":
+            raise ValueError("init_params: a pretrained initialisation needs depth='cnn'")
+        _, abstract = abstract_model(cfg, num_frames, image_shape)
+        if jax.tree.structure(abstract) != jax.tree.structure(pretrained) or any(
+            a.shape != b.shape for a, b in zip(jax.tree.leaves(abstract), jax.tree.leaves(pretrained))
+        ):
+            raise ValueError("init_params: the pretrained state does not match this config's architecture")
+        return jax.tree.map(jnp.asarray, pretrained)
+
+    @jax.jit
+    def init(key):
+        return nnx.state(FlowMapModel(cfg, num_frames, image_shape, rngs=nnx.Rngs(key)))
+
+    params = init(key)
+    if cfg.depth == "explicit" and base_depth is not None:
+        params["explicit"]["depth"].set_value(jnp.asarray(base_depth, jnp.float32))
+    return params
+
+
+def _optimizer(cfg: FlowMapConfig) -> optax.GradientTransformation:
+    return optax.adam(cfg.lr)  # torch defaults: betas (0.9, 0.999), eps 1e-8
+
+
+def _initial_state(cfg: FlowMapConfig, params: nnx.State) -> RunState:
+    focal = jnp.zeros((), jnp.float32)
+    return RunState(params, _optimizer(cfg).init(params), focal, _optimizer(cfg).init(focal), jnp.zeros((), jnp.float32))
+
+
+# ---------------------------------------------------------------------------- progress
+
+_SINK: list[Callable[[int, float], None] | None] = [None]
+
+
+def _report(step, loss):
+    sink = _SINK[0]
+    if sink is not None:
+        sink(int(np.asarray(step).reshape(-1)[0]), float(np.mean(np.asarray(loss))))
+
+
+@contextlib.contextmanager
+def progress_sink(fn: Callable[[int, float], None] | None):
+    """Routes the compiled program's progress reports (step, mean loss over scenes) to fn while
+    the block runs; `FlowMapConfig.progress_every` sets how often they are made."""
+    previous = _SINK[0]
+    _SINK[0] = fn
+    try:
+        yield
+    finally:
+        _SINK[0] = previous
+
+
+# ---------------------------------------------------------------------------- one step
+
+
+class _Static(NamedTuple):
+    """Host-side constants of a compiled run (shapes decide them)."""
+
+    proc_idx: np.ndarray
+    candidates: np.ndarray
+    soft_points: int
+    soft_perm: np.ndarray
+
+
+def _static(cfg: FlowMapConfig, image_shape) -> _Static:
+    H, W = image_shape
+    return _Static(
+        procrustes_indices(H, W, cfg.procrustes_points),
+        focal_candidates(cfg.focal_min, cfg.focal_max, cfg.focal_candidates),
+        min(cfg.softmin_points, H * W),
+        np.random.default_rng(0).permutation(H * W).astype(np.int32),
+    )
+
+
+def _softmin_pixels(st: _Static, key) -> jax.Array:
+    """The step's soft-min pixels: a window of P consecutive entries, at a random offset, of a
+    fixed random permutation of all pixels. Like FlowMap's fresh `randperm(HW)[:P]` every pixel
+    is drawn with probability P / HW and the P pixels are distinct; unlike it, no per-step sort
+    (a full random permutation of 35840 pixels cost ~20 ms per step on the CPU)."""
+    n = len(st.soft_perm)
+    offset = jax.random.randint(key, (), 0, n)
+    return jnp.asarray(st.soft_perm)[(offset + jnp.arange(st.soft_points)) % n]
+
+
+def _softmin(model: FlowMapModel, cfg, st: _Static, depth, features, inputs: SceneInputs, key):
+    idx = _softmin_pixels(st, key)
+    feats = None if features is None else features[:2]
+    w = model.weights(feats, inputs.flow_bw[:1], idx)[0]
+    focal, _ = softmin_focal(depth[:2], inputs.flow_bw[0], w, idx, jnp.asarray(st.candidates), cfg.softmin_temperature)
+    return focal
+
+
+def forward(
+    graphdef: nnx.GraphDef,
+    cfg: FlowMapConfig,
+    params: nnx.State,
+    focal_param: jax.Array,
+    inputs: SceneInputs,
+    step: jax.Array,
+    key: jax.Array,
+):
+    """Loss and outputs of one scene at one step: (loss, (metrics, soft-min focal, depth, poses,
+    K, weights)). The soft-min focal is NaN in stage 2."""
+    st = _static(cfg, inputs.image_shape)
+    H, W = inputs.image_shape
+    model = nnx.merge(graphdef, params)
+    depth, features = model.depth(inputs.images, inputs.base_depth)
+    proc_idx = jnp.asarray(st.proc_idx)
+    weights = model.weights(features, inputs.flow_bw, proc_idx)
+    step_key = jax.random.fold_in(key, step)
+
+    if inputs.focal is not None:  # known intrinsics
+        focal = soft = inputs.focal
+    elif cfg.fixed_focal is not None:
+        focal = soft = jnp.asarray(cfg.fixed_focal, jnp.float32)
+    elif cfg.focal_regression_after is not None:
+        focal, soft = jax.lax.cond(
+            step >= cfg.focal_regression_after,
+            lambda: (focal_param, jnp.full((), jnp.nan, jnp.float32)),
+            lambda: (lambda f: (f, f))(_softmin(model, cfg, st, depth, features, inputs, step_key)),
+        )
+    else:
+        focal = soft = _softmin(model, cfg, st, depth, features, inputs, step_key)
+
+    K = intrinsics_from_normalized_focal(focal, H, W)
+    points = unproject_depth(depth, K)
+    rel = relative_poses(points, inputs.flow_bw, weights, proc_idx)
+    poses = poses_from_relative(rel)
+    pred_fw, pred_bw = pose_induced_flows(points, rel, K)
+    l_flow = flow_loss(pred_fw, pred_bw, inputs.flow_fw, inputs.flow_bw, inputs.mask_fw, inputs.mask_bw, cfg.huber_delta)
+    if inputs.has_tracks and cfg.track_weight > 0:
+        l_track = jax.lax.cond(
+            step >= cfg.track_after,
+            lambda: track_loss(points, poses, K, inputs.track_xy, inputs.track_visible, cfg.huber_delta),
+            lambda: jnp.zeros((), jnp.float32),
+        )
+    else:
+        l_track = jnp.zeros((), jnp.float32)
+    loss = cfg.flow_weight * l_flow + cfg.track_weight * l_track
+    return loss, (StepMetrics(loss, l_flow, l_track, focal, poses), soft, depth, poses, K, weights)
+
+
+def _train_step(graphdef, cfg: FlowMapConfig, inputs: SceneInputs, key, state: RunState, step):
+    opt = _optimizer(cfg)
+    after = cfg.focal_regression_after if cfg.regression_active and inputs.focal is None else None
+    focal_param, focal_adam = state.focal, state.focal_adam
+    if after is not None:
+        switch = step == after
+        focal_param = jnp.where(switch, state.window_sum / cfg.focal_regression_window, focal_param)
+        fresh = opt.init(focal_param)
+        focal_adam = jax.tree.map(lambda a, b: jnp.where(step <= after, a, b), fresh, focal_adam)
+
+    grad_fn = jax.value_and_grad(forward, argnums=(2, 3), has_aux=True)
+    (_, (metrics, soft, *_)), (g_params, g_focal) = grad_fn(graphdef, cfg, state.params, focal_param, inputs, step, key)
+    updates, adam = opt.update(g_params, state.adam, state.params)
+    params = optax.apply_updates(state.params, updates)
+
+    window_sum = state.window_sum
+    if after is not None:
+        f_updates, f_adam = opt.update(g_focal, focal_adam, focal_param)
+        stage2 = step >= after
+        focal_param = jnp.where(stage2, optax.apply_updates(focal_param, f_updates), focal_param)
+        focal_adam = jax.tree.map(lambda new, old: jnp.where(stage2, new, old), f_adam, focal_adam)
+        in_window = (step >= after - cfg.focal_regression_window) & (step < after)
+        window_sum = window_sum + jnp.where(in_window, soft, 0.0)
+
+    if cfg.progress_every:
+        jax.lax.cond(
+            (step % cfg.progress_every == 0) | (step == cfg.steps - 1),
+            lambda: jax.debug.callback(_report, step, metrics.loss),
+            lambda: None,
+        )
+    return RunState(params, adam, focal_param, focal_adam, window_sum), metrics
+
+
+def _run(graphdef, cfg: FlowMapConfig, params: nnx.State, inputs: SceneInputs, key: jax.Array) -> FlowMapResult:
+    state = _initial_state(cfg, params)
+    step_fn = functools.partial(_train_step, graphdef, cfg, inputs, key)
+    state, history = jax.lax.scan(step_fn, state, jnp.arange(cfg.steps, dtype=jnp.int32))
+    final_step = jnp.asarray(cfg.steps, jnp.int32)
+    _, (metrics, _, depth, poses, K, weights) = forward(graphdef, cfg, state.params, state.focal, inputs, final_step, key)
+    return FlowMapResult(depth, poses, metrics.focal, K, weights, history, state.params)
+
+
+def compiler_options() -> dict[str, str]:
+    """XLA options of the compiled runs. On CPU, XLA's YNNPACK library fusions are turned off:
+    the per-pixel geometry here (3x3 transforms of every pixel, Procrustes moments, their
+    gradients) is reductions and products over axes of size 3, which those fusions ran about
+    1.5x slower end to end than XLA's own loop emitter (20 x 160 x 224, measured with
+    `benchmarks/flowmap_speed.py`: explicit depth 230 -> 150 ms per step, depth CNN 285 -> 194)."""
+    return {"xla_cpu_experimental_ynn_fusion_type": ""} if jax.default_backend() == "cpu" else {}
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(graphdef, cfg: FlowMapConfig, batched: bool):
+    fn = functools.partial(_run, graphdef, cfg)
+    return jax.jit(jax.vmap(fn) if batched else fn, compiler_options=compiler_options())
+
+
+# ------------------------------------------------------------------------------ public
+
+
+def _key(key):
+    return jax.random.key(key) if isinstance(key, int) else key
+
+
+def optimize_scene(
+    inputs: SceneInputs,
+    cfg: FlowMapConfig = FlowMapConfig(),
+    params: nnx.State | None = None,
+    key: jax.Array | int = 0,
+    progress: Callable[[int, float], None] | None = None,
+) -> FlowMapResult:
+    """Runs the whole optimisation of one scene as one compiled program. `params` default to a
+    random initialisation from `key` (FlowMap's from-scratch setting); pass
+    `init_params(..., pretrained=weights.load_init())` for the pretrained start."""
+    F, (H, W) = inputs.num_frames, inputs.image_shape
+    key = _key(key)
+    if params is None:
+        params = init_params(cfg, F, (H, W), jax.random.fold_in(key, 1), base_depth=inputs.base_depth)
+    graphdef, _ = abstract_model(cfg, F, (H, W))
+    with progress_sink(progress):
+        return _compiled(graphdef, cfg, False)(params, inputs, key)
+
+
+def optimize_scenes(
+    inputs: SceneInputs,
+    cfg: FlowMapConfig = FlowMapConfig(),
+    params: nnx.State | None = None,
+    keys: jax.Array | None = None,
+    progress: Callable[[int, float], None] | None = None,
+) -> FlowMapResult:
+    """`optimize` over S stacked scenes (`inputs.stack_scenes`) at once with `jax.vmap`:
+    params and keys carry a leading S axis (a single unstacked params state is broadcast)."""
+    S = inputs.images.shape[0]
+    F, (H, W) = inputs.images.shape[1], inputs.images.shape[2:4]
+    if keys is None:
+        keys = jax.random.split(jax.random.key(0), S)
+    graphdef, abstract = abstract_model(cfg, F, (H, W))
+    if params is None:
+        params = jax.vmap(lambda k, b: init_params_traced(cfg, F, (H, W), k, b))(keys, inputs.base_depth)
+    elif jax.tree.leaves(params)[0].shape == jax.tree.leaves(abstract)[0].shape:
+        params = jax.tree.map(lambda a: jnp.broadcast_to(a, (S,) + a.shape), params)
+    with progress_sink(progress):
+        return _compiled(graphdef, cfg, True)(params, inputs, keys)
+
+
+def init_params_traced(cfg, num_frames, image_shape, key, base_depth=None):
+    """`init_params` for random initialisation inside a transform (e.g. vmapped over keys)."""
+    params = nnx.state(FlowMapModel(cfg, num_frames, image_shape, rngs=nnx.Rngs(jax.random.fold_in(key, 1))))
+    if cfg.depth == "explicit" and base_depth is not None:
+        params["explicit"]["depth"].set_value(base_depth)
+    return params
+
+
+def focal_px(result_focal, image_shape) -> jax.Array:
+    """FlowMap-unit focal -> pixels."""
+    H, W = image_shape
+    return result_focal * math.sqrt(H * W)

@@ -1,0 +1,73 @@
+"""The compiled per-scene optimisation: it converges on a tiny scene, vmap equals separate runs,
+and the stage switches (free focal, track loss) happen as FlowMap's."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from flow3r_jax.flowmap import FlowMapConfig, forward, init_params, make_scene_inputs, optimize_scene, optimize_scenes, stack_scenes
+from flow3r_jax.flowmap.metrics import trajectory_errors
+from flow3r_jax.flowmap.optimize import abstract_model
+
+from tests.flowmap.conftest import exact_scene, exact_tracks
+
+# A shrunk config exercising every stage within a few steps: soft-min, then (step 3) the free
+# focal started from the mean of the soft-min focals of steps 1-2, and tracks from step 2.
+SHORT = FlowMapConfig(steps=6, focal_regression_after=3, focal_regression_window=2, track_after=2, softmin_points=512, procrustes_points=300)
+
+
+def _inputs(clip, tracks=True):
+    t = exact_tracks(clip) if tracks else None
+    return make_scene_inputs(clip["images"], clip["flow_fw"], clip["flow_bw"], tracks=t)
+
+
+@pytest.fixture(scope="module")
+def two_scenes(tiny_scene):
+    return [_inputs(tiny_scene), _inputs(exact_scene(seed=5))]
+
+
+@pytest.fixture(scope="module")
+def separate_runs(two_scenes):
+    return [optimize_scene(s, SHORT, key=k) for k, s in enumerate(two_scenes)]
+
+
+def test_vmap_over_two_scenes_equals_two_separate_runs(two_scenes, separate_runs):
+    batched = optimize_scenes(stack_scenes(two_scenes), SHORT, keys=jnp.stack([jax.random.key(0), jax.random.key(1)]))
+    for s, single in enumerate(separate_runs):
+        for name in ("depth", "poses", "focal", "intrinsics", "weights"):
+            np.testing.assert_allclose(np.asarray(getattr(batched, name)[s]), np.asarray(getattr(single, name)), rtol=1e-4, atol=1e-5, err_msg=name)
+        for name, values in single.history._asdict().items():
+            np.testing.assert_allclose(np.asarray(getattr(batched.history, name)[s]), np.asarray(values), rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_stage_switches_are_functions_of_the_step(separate_runs):
+    h = separate_runs[0].history
+    focal, track = np.asarray(h.focal), np.asarray(h.track_loss)
+    # Step 3 uses the mean of the soft-min focals of the window (steps 1 and 2) ...
+    np.testing.assert_allclose(focal[3], focal[1:3].mean(), rtol=1e-6)
+    # ... and from there the free focal takes Adam steps of about lr (a fresh Adam state).
+    np.testing.assert_allclose(abs(focal[4] - focal[3]), SHORT.lr, rtol=0.05)
+    np.testing.assert_allclose(abs(focal[5] - focal[4]), SHORT.lr, rtol=0.05)
+    assert np.all(track[:2] == 0) and np.all(track[2:] > 0)
+    assert np.all(np.isfinite(np.asarray(h.loss)))
+
+
+@pytest.mark.slow
+def test_short_optimisation_lowers_flow_loss_and_pose_error(tiny_scene):
+    """From a random initialisation (FlowMap's from-scratch setting), 200 steps at a 10x larger
+    learning rate than FlowMap's (to keep the test short) on a 8-frame 64 x 96 scene."""
+    clip = tiny_scene
+    inputs = _inputs(clip, tracks=False)
+    F, H, W = clip["depth"].shape
+    cfg = FlowMapConfig(steps=200, lr=3e-4, focal_regression_after=None)
+    params = init_params(cfg, F, (H, W), 0)
+    graphdef, _ = abstract_model(cfg, F, (H, W))
+    _, (m0, _, _, poses0, _, _) = jax.jit(lambda p: forward(graphdef, cfg, p, jnp.zeros(()), inputs, jnp.int32(0), jax.random.key(0)))(params)
+    result = optimize_scene(inputs, cfg, params, key=0)
+    loss = np.asarray(result.history.flow_loss)
+    assert loss[-20:].mean() < 0.5 * loss[:20].mean()
+    before = trajectory_errors(np.asarray(poses0), clip["poses"])
+    after = trajectory_errors(np.asarray(result.poses), clip["poses"])
+    assert after["ate_rel"] < 0.85 * before["ate_rel"], (before, after)
+    assert after["rot_err_deg"] < 0.5 * before["rot_err_deg"], (before, after)

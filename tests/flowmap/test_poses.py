@@ -1,0 +1,56 @@
+"""Procrustes-from-depth: exact depth + exact flow give the ground-truth poses (no optimisation)."""
+
+import jax.numpy as jnp
+import numpy as np
+
+from flow3r_jax.flowmap.poses import poses_from_relative, procrustes_indices, relative_poses
+from flow3r_jax.geometry import bilinear_sample, depth_edge, geodesic_angle, pixel_grid, relative_pose, unproject_depth
+
+from tests.flowmap.conftest import exact_scene
+
+
+def test_procrustes_indices_match_torch_integer_linspace():
+    # torch.linspace(0, n - 1, k, dtype=torch.int64) truncates the float steps.
+    idx = procrustes_indices(160, 224, 1000)
+    n = 160 * 224
+    expected = np.array([int(i * (n - 1) / 999) for i in range(1000)])
+    assert len(idx) == 1000 and idx[0] == 0 and idx[-1] == n - 1
+    assert np.abs(idx - expected).max() <= 1  # float rounding of the step may differ by one
+    assert np.all(np.diff(idx) > 0)
+    np.testing.assert_array_equal(procrustes_indices(8, 8, None), np.arange(64))
+
+
+def _reliable(clip):
+    """Backward-flow pixels of frame i + 1 that are covisible and whose target in frame i is away
+    from depth edges (bilinear sampling across an occlusion edge blends two surfaces)."""
+    depth = jnp.asarray(clip["depth"])
+    edge = np.asarray(depth_edge(depth, rtol=0.05), np.float32)
+    F, H, W = depth.shape
+    target = np.asarray(pixel_grid(H, W)) + clip["flow_bw"]
+    near_edge = np.asarray(bilinear_sample(jnp.asarray(edge[:-1, ..., None]), jnp.asarray(target), padding="border"))[..., 0] > 0
+    return clip["cov_bw"] & ~near_edge & ~edge[1:].astype(bool)
+
+
+def test_procrustes_from_exact_depth_and_flow_recovers_poses():
+    clip = exact_scene(height=96, width=128, frames=6, seed=3, flow_px=(3.0, 6.0))
+    F, H, W = clip["depth"].shape
+    K = jnp.asarray(clip["intrinsics"][0])
+    points = unproject_depth(jnp.asarray(clip["depth"]), K)
+    idx = jnp.arange(H * W)
+    weights = jnp.asarray(_reliable(clip).reshape(F - 1, -1).astype(np.float32))
+    rel = relative_poses(points, jnp.asarray(clip["flow_bw"]), weights, idx)
+    poses = np.asarray(poses_from_relative(rel))
+    gt = np.asarray(relative_pose(jnp.asarray(clip["poses"][:1]), jnp.asarray(clip["poses"])))  # frame 0 = identity
+    np.testing.assert_allclose(poses[0], np.eye(4), atol=1e-6)
+    rot_err = np.degrees(np.asarray(geodesic_angle(jnp.asarray(poses[:, :3, :3]), jnp.asarray(gt[:, :3, :3]))))
+    assert rot_err.max() < 0.02, rot_err
+    steps = np.linalg.norm(np.diff(gt[:, :3, 3], axis=0), axis=-1)
+    t_err = np.linalg.norm(poses[:, :3, 3] - gt[:, :3, 3], axis=-1)
+    # Exact up to the bilinear interpolation of the surface between pixel centres (second order).
+    assert t_err.max() < 0.02 * steps.sum(), (t_err, steps)
+    # The weights matter: uniform weights include occlusions and do measurably worse.
+    rel_u = relative_poses(points, jnp.asarray(clip["flow_bw"]), jnp.ones_like(weights), idx)
+    gt_rel = np.asarray(relative_pose(jnp.asarray(clip["poses"][:-1]), jnp.asarray(clip["poses"][1:])))
+    err_w = np.linalg.norm(np.asarray(rel)[:, :3, 3] - gt_rel[:, :3, 3], axis=-1).mean()
+    err_u = np.linalg.norm(np.asarray(rel_u)[:, :3, 3] - gt_rel[:, :3, 3], axis=-1).mean()
+    assert err_w < err_u
