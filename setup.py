@@ -63,6 +63,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["flow3r_jax", "flow3r_jax.*", "data_pipelines", "data_pipelines.*"]),
+    package_data={"flow3r_jax.flowmap": ["assets/*.npz"]},  # the shipped FlowMap initialisation
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["flow3r-jax=flow3r_jax.__main__:main"]},

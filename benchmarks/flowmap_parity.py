@@ -70,7 +70,7 @@ OFFICIAL = textwrap.dedent(
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--official", default="/work/flowmap_ref")
+    p.add_argument("--official", default=os.environ.get("FLOWMAP_REF_ROOT", "/work/flowmap_ref"), help="root of the official reference environment (setup_env.sh; default $FLOWMAP_REF_ROOT)")
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--size", default="96x128")
     args = p.parse_args(argv)

@@ -123,7 +123,7 @@ def time_official(root, npz, backbone, steps, threads, typecheck=True):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--official", default="/work/flowmap_ref", help="root of the official reference environment (setup_env.sh)")
+    p.add_argument("--official", default=os.environ.get("FLOWMAP_REF_ROOT", "/work/flowmap_ref"), help="root of the official reference environment (setup_env.sh; default $FLOWMAP_REF_ROOT)")
     p.add_argument("--frames", type=int, default=20)
     p.add_argument("--size", default="160x224")
     p.add_argument("--steps", type=int, default=20, help="steps per timed program (ours) and per official run")

@@ -39,7 +39,7 @@ class CorrespondenceMLP(nnx.Module):
         return jnp.maximum(jax.nn.sigmoid(x[..., 0]), self.clip)
 
 
-def flat_pixel_xy(height: int, width: int, idx: Int[Array, " P"]) -> Float[Array, "P 2"]:
+def flat_pixel_xy(height: int, width: int, idx: Int[Array, " P"] | slice) -> Float[Array, "P 2"]:
     """Pixel-centre coordinates of flattened (row-major) pixel indices."""
     return pixel_grid(height, width).reshape(-1, 2)[idx]
 
@@ -47,7 +47,7 @@ def flat_pixel_xy(height: int, width: int, idx: Int[Array, " P"]) -> Float[Array
 def sample_pair_features(
     features: Float[Array, "F h w C"],
     flow_bw: Float[Array, "F-1 H W 2"],
-    idx: Int[Array, " P"],
+    idx: Int[Array, " P"] | slice,
     cell: int,
 ) -> tuple[Float[Array, "F-1 P C"], Float[Array, "F-1 P C"]]:
     """Features of frame i at pixel idx's backward-flow target (zero padding, as FlowMap) and

@@ -15,7 +15,9 @@ depth and the weights, as in FlowMap.
 
 The unprojected point of pixel (x, y) at depth z for focal f is ((x - cx) z / f, (y - cy) z / f,
 z), linear in the map m = ((x - cx) z, (y - cy) z, z); so frame 0's bilinearly sampled surface
-is sampled once as m and rescaled per candidate, instead of unprojecting 60 full depth maps.
+is sampled once as m and rescaled per candidate, instead of unprojecting 60 full depth maps;
+likewise the Procrustes moments (means, cross-covariance) are computed once from m and rescaled
+per candidate, so only the final reprojection touches every pixel per candidate.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from flow3r_jax.flowmap.correspondence import flat_pixel_xy
-from flow3r_jax.geometry import bilinear_sample, intrinsics_from_focal, pixel_grid, project_points, transform_points, weighted_procrustes
+from flow3r_jax.geometry import bilinear_sample, intrinsics_from_focal, pixel_grid, project_points, rigid_from_moments, transform_points, weighted_moments
 
 __all__ = [
     "focal_candidates",
@@ -73,11 +75,14 @@ def candidate_errors(
     m0 = jnp.concatenate([(pixel_grid(H, W) - centre) * depth01[0][..., None], depth01[0][..., None]], axis=-1)
     s0 = bilinear_sample(m0, xy + gt, padding="border")  # (P, 3): frame 0's surface at the flow target
     f_px = candidates * math.sqrt(H * W)  # (N,)
-    inv_f = (1.0 / f_px)[:, None, None]
-    later = jnp.concatenate([((xy - centre) * z1[:, None])[None] * inv_f, jnp.broadcast_to(z1[None, :, None], (len(candidates), len(z1), 1))], axis=-1)
-    earlier = jnp.concatenate([s0[None, :, :2] * inv_f, jnp.broadcast_to(s0[None, :, 2:], (len(candidates), len(z1), 1))], axis=-1)
-    w = jnp.broadcast_to(weights, (len(candidates), len(z1)))
-    T = weighted_procrustes(later, earlier, w)  # (N, 4, 4): camera 1 -> camera 0
+    m1 = jnp.concatenate([(xy - centre) * z1[:, None], z1[:, None]], axis=-1)  # (P, 3)
+    # For focal f both point sets are D m with D = diag(1/f, 1/f, 1), so their weighted moments
+    # are D mu and D cov D: one pass over the pixels, then a 3x3 Procrustes per candidate
+    # (the same fit as `weighted_procrustes` on the rescaled points, without 60 passes).
+    mu1, mu0, cov = weighted_moments(m1, s0, weights)
+    d = jnp.stack([1.0 / f_px, 1.0 / f_px, jnp.ones_like(f_px)], axis=-1)  # (N, 3)
+    T = rigid_from_moments(d * mu1, d * mu0, cov * d[:, :, None] * d[:, None, :])  # (N, 4, 4): camera 1 -> camera 0
+    later = m1[None] * d[:, None, :]  # (N, P, 3)
     K = intrinsics_from_focal(f_px, f_px, W / 2.0, H / 2.0)
     proj, _ = project_points(transform_points(T, later), K)  # (N, P, 2)
     delta = (proj - xy) - gt

@@ -42,11 +42,12 @@ class FlowMapModel(nnx.Module):
         return self.explicit.depth.get_value(), None
 
     def weights(
-        self, features: Float[Array, "F h w C"] | None, flow_bw: Float[Array, "F-1 H W 2"], idx: Int[Array, " P"]
+        self, features: Float[Array, "F h w C"] | None, flow_bw: Float[Array, "F-1 H W 2"], idx: Int[Array, " P"] | slice
     ) -> Float[Array, "F-1 P"]:
         """Correspondence weights of consecutive pairs at the flattened pixels idx of frame
-        i + 1 (pass `features[:2]` and `flow_bw[:1]` for pair (0, 1) alone)."""
-        P = idx.shape[0]
+        i + 1 (pass `features[:2]` and `flow_bw[:1]` for pair (0, 1) alone); `slice(None)`
+        selects every pixel."""
+        P = flow_bw.shape[-3] * flow_bw.shape[-2] if isinstance(idx, slice) else idx.shape[0]
         shape = (flow_bw.shape[0], P)
         if not self.use_weights:
             return jnp.ones(shape, jnp.float32)

@@ -33,7 +33,7 @@ def procrustes_indices(height: int, width: int, num_points: int | None) -> np.nd
 
 
 def pair_correspondences(
-    points: Float[Array, "F H W 3"], flow_bw: Float[Array, "F-1 H W 2"], idx: Int[Array, " P"]
+    points: Float[Array, "F H W 3"], flow_bw: Float[Array, "F-1 H W 2"], idx: Int[Array, " P"] | slice
 ) -> tuple[Float[Array, "F-1 P 3"], Float[Array, "F-1 P 3"]]:
     """(later, earlier): frame i + 1's points at pixels idx, and frame i's surface sampled at
     those pixels' backward-flow targets, for every consecutive pair."""
@@ -48,7 +48,7 @@ def relative_poses(
     points: Float[Array, "F H W 3"],
     flow_bw: Float[Array, "F-1 H W 2"],
     weights: Float[Array, "F-1 P"],
-    idx: Int[Array, " P"],
+    idx: Int[Array, " P"] | slice,
 ) -> Float[Array, "F-1 4 4"]:
     """rel[i] = inv(P_i) P_{i+1}: the weighted Procrustes fit mapping camera i + 1 into camera i."""
     later, earlier = pair_correspondences(points, flow_bw, idx)

@@ -206,6 +206,10 @@ def build_synthetic_pool(num_clips: int, frames: int, height: int, width: int, s
     return ClipPool(np.stack(images), np.stack(fws), np.stack(bws), np.asarray(focals, np.float32))
 
 
+class _StopPretraining(Exception):
+    pass
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description="Pretrain the FlowMap depth CNN + correspondence MLP on synthetic scenes.")
     p.add_argument("--out", required=True, help="output .npz (e.g. flow3r_jax/flowmap/assets/pretrained_init.npz)")
@@ -224,6 +228,7 @@ def main(argv=None) -> None:
     p.add_argument("--refresh", type=int, default=0, help="render a fresh pool of --clips scenes every this many steps (0: one pool)")
     p.add_argument("--init", default=None, help="continue from this initialisation file")
     p.add_argument("--softmin", action="store_true", help="estimate each clip's focal by the soft-min (FlowMap's pretraining) instead of using the known one")
+    p.add_argument("--stop-after", type=int, default=None, help="stop after this many steps (the learning-rate schedule still spans --steps)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     H, W = (int(v) for v in args.size.lower().split("x"))
@@ -266,8 +271,13 @@ def main(argv=None) -> None:
         n = min(len(hist["loss"]), cfg.chunk)
         log.info("step %d/%d  loss %.4f  flow %.5f  focal %.3f  (%.0f s)", step, cfg.steps, np.mean(hist["loss"][-n:]), np.mean(hist["flow_loss"][-n:]), np.mean(hist["focal"][-n:]), time.time() - t0)
         save_init(args.out, params, cfg.flowmap, dict(info, steps_done=step))
+        if args.stop_after is not None and step >= args.stop_after:
+            raise _StopPretraining
 
-    pretrain(source, cfg, params, on_chunk)
+    try:
+        pretrain(source, cfg, params, on_chunk)
+    except _StopPretraining:
+        log.info("stopped after step %d (--stop-after)", args.stop_after)
     log.info("wrote %s", args.out)
     print(json.dumps(dict(out=args.out, seconds=round(time.time() - t0)), indent=1))
 

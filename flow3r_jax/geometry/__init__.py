@@ -58,7 +58,7 @@ from flow3r_jax.geometry.flow import (
 )
 from flow3r_jax.geometry.linalg import det3, polar_rotation, safe_norm, skew, vee
 from flow3r_jax.geometry.normals import depth_edge, quad_normal_mask, quad_normals
-from flow3r_jax.geometry.procrustes import weighted_procrustes
+from flow3r_jax.geometry.procrustes import rigid_from_moments, weighted_moments, weighted_procrustes
 from flow3r_jax.geometry.rotations import (
     axis_angle_to_matrix,
     geodesic_angle,

@@ -74,14 +74,30 @@ def bilinear_sample(
     x0 = x0f.astype(jnp.int32)
     y0 = y0f.astype(jnp.int32)
 
-    out = jnp.zeros(pos.shape[:-1] + (C,), dtype=image.dtype)
-    for dx, wx in ((0, wx0), (1, wx1)):
-        for dy, wy in ((0, wy0), (1, wy1)):
-            xi = x0 + dx
-            yi = y0 + dy
-            inside = (xi >= 0) & (xi <= W - 1) & (yi >= 0) & (yi <= H - 1)
-            vals = _gather_2d(img, jnp.clip(xi, 0, W - 1), jnp.clip(yi, 0, H - 1))
-            w = (wx * wy) * inside.astype(image.dtype)
+    corners = [(dx, dy, wx, wy) for dx, wx in ((0, wx0), (1, wx1)) for dy, wy in ((0, wy0), (1, wy1))]
+    weights = []
+    for dx, dy, wx, wy in corners:
+        xi, yi = x0 + dx, y0 + dy
+        inside = (xi >= 0) & (xi <= W - 1) & (yi >= 0) & (yi <= H - 1)
+        weights.append((wx * wy) * inside.astype(image.dtype))
+    if pos.shape[1] * 4 >= H * W:
+        # Dense queries (about as many as pixels, e.g. every pixel moved by a flow): one gather of
+        # each pixel's 2x2 neighbourhood from a stacked copy of the image instead of four gathers.
+        # Same values (up to the order of the four-term sum); the gradient is then one scatter of 4C-wide rows instead of
+        # four scatters of C-wide rows, which XLA runs ~2-3x faster on CPU.
+        # quad[y, x] holds pixels (y - 1 + dy, x - 1 + dx) of the zero-padded image: the 2x2
+        # neighbourhood whose top-left corner is pixel (y - 1, x - 1), for y in [0, H], x in [0, W].
+        pad = jnp.pad(img, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        quad = jnp.concatenate([pad[:, dy : dy + H + 1, dx : dx + W + 1] for dx, dy, _, _ in corners], axis=-1)
+        # Corners outside the image read the zero pad with weight 0; a base clipped by more than
+        # a pixel has all four weights 0.
+        ix, iy = jnp.clip(x0, -1, W - 1) + 1, jnp.clip(y0, -1, H - 1) + 1
+        vals = _gather_2d(quad, ix, iy).reshape(pos.shape[:-1] + (4, C))
+        out = jnp.sum(vals * jnp.stack(weights, axis=-1)[..., None], axis=-2)
+    else:
+        out = jnp.zeros(pos.shape[:-1] + (C,), dtype=image.dtype)
+        for (dx, dy, _, _), w in zip(corners, weights):
+            vals = _gather_2d(img, jnp.clip(x0 + dx, 0, W - 1), jnp.clip(y0 + dy, 0, H - 1))
             out = out + vals * w[..., None]
     # Non-finite positions give NaN (as grid_sample), identically with and without jit.
     finite = jnp.isfinite(pos[..., 0]) & jnp.isfinite(pos[..., 1])
