@@ -25,7 +25,7 @@ __all__ = ["trajectory_errors", "focal_error"]
 
 def trajectory_errors(poses, gt_poses) -> dict[str, float]:
     """ate, ate_rel, rot_err_deg, rpe_rot_deg of camera-to-world poses (N, 4, 4) vs ground truth."""
-    est = jnp.asarray(poses, jnp.float64 if np.asarray(poses).dtype == np.float64 else jnp.float32)
+    est = jnp.asarray(np.asarray(poses, np.float32))  # float32 like the optimiser (x64 is off by default)
     gt = jnp.asarray(gt_poses, est.dtype)
     _, aligned = align_trajectories(est, gt)
     err = np.linalg.norm(np.asarray(aligned[:, :3, 3] - gt[:, :3, 3]), axis=-1)

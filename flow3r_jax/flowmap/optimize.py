@@ -285,7 +285,12 @@ def _run(graphdef, cfg: FlowMapConfig, params: nnx.State, inputs: SceneInputs, k
     step_fn = functools.partial(_train_step, graphdef, cfg, inputs, key)
     state, history = jax.lax.scan(step_fn, state, jnp.arange(cfg.steps, dtype=jnp.int32))
     final_step = jnp.asarray(cfg.steps, jnp.int32)
-    _, (metrics, _, depth, poses, K, weights) = forward(graphdef, cfg, state.params, state.focal, inputs, final_step, key)
+    focal = state.focal
+    if cfg.regression_active and inputs.focal is None and cfg.steps == cfg.focal_regression_after:
+        # The run ends exactly at the switch: the outputs use the free focal's starting value
+        # (what step `steps` would use), which no step has set yet.
+        focal = state.window_sum / cfg.focal_regression_window
+    _, (metrics, _, depth, poses, K, weights) = forward(graphdef, cfg, state.params, focal, inputs, final_step, key)
     return FlowMapResult(depth, poses, metrics.focal, K, weights, history, state.params)
 
 

@@ -71,3 +71,13 @@ def test_short_optimisation_lowers_flow_loss_and_pose_error(tiny_scene):
     after = trajectory_errors(np.asarray(result.poses), clip["poses"])
     assert after["ate_rel"] < 0.85 * before["ate_rel"], (before, after)
     assert after["rot_err_deg"] < 0.5 * before["rot_err_deg"], (before, after)
+
+
+def test_run_ending_at_the_focal_switch_uses_the_window_mean(tiny_scene):
+    """A run of exactly `focal_regression_after` steps: the outputs are evaluated at the switch,
+    with the free focal's starting value (the soft-min window's mean), not an unset parameter."""
+    cfg = SHORT.replace(steps=3)
+    result = optimize_scene(_inputs(tiny_scene, tracks=False), cfg, key=0)
+    focal = np.asarray(result.history.focal)
+    np.testing.assert_allclose(np.asarray(result.focal), focal[1:3].mean(), rtol=1e-6)
+    assert np.all(np.isfinite(np.asarray(result.poses))) and np.all(np.isfinite(np.asarray(result.intrinsics)))
