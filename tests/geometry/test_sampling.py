@@ -130,3 +130,20 @@ def test_bilinear_non_finite_positions_give_nan_with_and_without_jit():
     for fn in (g.bilinear_sample, jax.jit(g.bilinear_sample)):
         out = np.asarray(fn(image, xy))[:, 0]
         assert np.isnan(out[:3]).all() and out[3] == 1.0
+
+
+@pytest.mark.parametrize("padding", ["zeros", "border"])
+def test_bilinear_dense_and_sparse_paths_agree(rng, padding):
+    """Many queries take the one-gather path (2x2 neighbourhoods), few take four gathers: the
+    same positions must give the same values and the same image gradient either way."""
+    H, W, C = 6, 8, 2
+    image = jnp.asarray(rng.normal(size=(H, W, C)), jnp.float32)
+    few = jnp.asarray(rng.uniform(-1.5, [W + 1.5, H + 1.5], size=(5, 2)), jnp.float32)  # 5 * 4 < 48: four gathers
+    many = jnp.concatenate([few, jnp.asarray(rng.uniform(0, [W, H], size=(40, 2)), jnp.float32)])  # one gather
+    sparse = g.bilinear_sample(image, few, padding=padding)
+    dense = g.bilinear_sample(image, many, padding=padding)[:5]
+    np.testing.assert_allclose(np.asarray(dense), np.asarray(sparse), atol=1e-6)
+    cot = jnp.asarray(rng.normal(size=(5, C)), jnp.float32)
+    g_sparse = jax.grad(lambda im: jnp.sum(g.bilinear_sample(im, few, padding=padding) * cot))(image)
+    g_dense = jax.grad(lambda im: jnp.sum(g.bilinear_sample(im, many, padding=padding)[:5] * cot))(image)
+    np.testing.assert_allclose(np.asarray(g_dense), np.asarray(g_sparse), atol=1e-6)
