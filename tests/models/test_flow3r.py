@@ -67,7 +67,7 @@ def test_output_shapes_and_flow_only_with_pairs(tiny_apply, tiny_inputs):
     P = np.asarray(out["camera_poses"])
     lp = np.asarray(out["local_points"])
     expected = np.einsum("bnij,bnhwj->bnhwi", P[..., :3, :3], lp) + P[:, :, None, None, :3, 3]
-    np.testing.assert_allclose(out["points"], expected, atol=1e-5)
+    np.testing.assert_allclose(out["points"], expected, rtol=1e-5, atol=1e-5)  # fp32: points reach ~500 here
     assert np.all(lp[..., 2] > 0)
 
 
