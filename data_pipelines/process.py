@@ -226,8 +226,8 @@ def process_video(path: str, cfg: PipelineConfig = PipelineConfig(), key: str | 
             row = {(int(i), int(j)): n for n, (i, j) in enumerate(pairs)}
             K = cfg.frames
             if all((k, k + 1) in row for k in range(K - 1)):
-                fw = out.flow[[row[(k, k + 1)] for k in range(K - 1)]]
-                bw = out.flow[[row[(k + 1, k)] for k in range(K - 1)]]
+                fw = [out.flow[row[(k, k + 1)]] for k in range(K - 1)]  # views, not copies
+                bw = [out.flow[row[(k + 1, k)]] for k in range(K - 1)]
                 tracks = compute_tracks(clip.frames, fw, bw, grid_stride=cfg.track_stride, reseed=cfg.reseed_tracks, alpha=cfg.alpha, beta=cfg.beta)
             else:  # offset 1 not in the pair set: the tracker asks the teacher itself
                 tracks = compute_tracks(clip.frames, teacher=teacher, grid_stride=cfg.track_stride, reseed=cfg.reseed_tracks, alpha=cfg.alpha, beta=cfg.beta)

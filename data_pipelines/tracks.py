@@ -103,6 +103,21 @@ def _uncovered(live_xy: np.ndarray, seeds: np.ndarray, stride: int, H: int, W: i
     return ~occ[sr, sc]
 
 
+def _flow_list(flows, K: int, H: int, W: int) -> list[np.ndarray] | None:
+    """Per-frame float32 (H, W, 2) views of (K-1, H, W, 2) flows given as one array or a sequence
+    of arrays (the pipeline passes views of its pair flows: no copy), None if the shape is wrong."""
+    items = list(flows) if isinstance(flows, (list, tuple)) else None
+    if items is None:
+        flows = np.asarray(flows, np.float32)
+        if flows.shape != (K - 1, H, W, 2):
+            return None
+        return list(flows)
+    items = [np.asarray(f, np.float32) for f in items]
+    if len(items) != K - 1 or any(f.shape != (H, W, 2) for f in items):
+        return None
+    return items
+
+
 def compute_tracks(
     frames: np.ndarray,
     flows_fw: np.ndarray | None = None,
@@ -114,7 +129,8 @@ def compute_tracks(
     beta: float = BETA,
 ) -> Tracks:
     """Tracks of a clip (see the module docstring). frames uint8 (K, H, W, 3); flows_fw / flows_bw
-    (K-1, H, W, 2) consecutive flows (both or neither; computed with `teacher` when absent)."""
+    (K-1, H, W, 2) consecutive flows, as arrays or sequences of K-1 (H, W, 2) arrays (both or
+    neither; computed with `teacher` when absent)."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or len(frames) < 2:
         raise ValueError(f"compute_tracks: frames must be (K >= 2, H, W, 3), got {frames.shape}")
@@ -125,10 +141,14 @@ def compute_tracks(
         raise ValueError("compute_tracks: pass both flows_fw and flows_bw, or neither")
     if flows_fw is None:
         flows_fw, flows_bw = consecutive_flows(frames, teacher)
-    fw = np.asarray(flows_fw, np.float32)
-    bw = np.asarray(flows_bw, np.float32)
-    if fw.shape != (K - 1, H, W, 2) or bw.shape != fw.shape:
-        raise ValueError(f"compute_tracks: flows must be {(K - 1, H, W, 2)}, got {fw.shape} and {bw.shape}")
+    fw, bw = _flow_list(flows_fw, K, H, W), _flow_list(flows_bw, K, H, W)
+    if fw is None or bw is None:
+        def describe(f):
+            if isinstance(f, (list, tuple)):
+                return f"{len(f)} arrays of shapes {sorted({np.shape(x) for x in f})}"
+            return str(np.shape(f))
+
+        raise ValueError(f"compute_tracks: flows must be {(K - 1, H, W, 2)}, got {describe(flows_fw)} and {describe(flows_bw)}")
 
     seeds = grid_points(H, W, grid_stride)
     # Forward pass (one lookup per frame for all live tracks), re-seeding empty cells.

@@ -76,6 +76,24 @@ def test_round_trip_large_and_extreme_flows(rng):
     _check_round_trip(np.broadcast_to(checker, (H, W, 2)).astype(np.float32), np.ones((H, W), bool))
 
 
+@pytest.mark.parametrize("peak", [510.9, 511.0, 600.0])
+def test_int16_and_int32_paths_agree_at_the_switch(rng, peak):
+    """Max |flow| below 511 px takes the int16 encoder, from 511 on the int32 one. A checkerboard
+    of +-peak gives the largest residuals either path can see (4 x 16 x peak = 32704 near the
+    switch, beyond int16 after it); both must decode exactly, and where the int16 path applies
+    its zigzag codes must equal the int32 path's."""
+    from flow3r_jax.data import flow_codec
+
+    H, W = 12, 17
+    checker = np.where((np.add.outer(np.arange(H), np.arange(W)) % 2)[..., None] == 0, peak, -peak).astype(np.float32)
+    flow = np.broadcast_to(checker, (H, W, 2)).copy()
+    flow[..., 1] *= -0.5
+    flow[3:7, 4:9] = _smooth(rng, 4, 5, 20.0)
+    _check_round_trip(flow, rng.random((H, W)) < 0.5)
+    if peak < 511.0:
+        np.testing.assert_array_equal(flow_codec._zigzag_residuals_int16(flow), flow_codec._zigzag_residuals_int32(flow))
+
+
 def test_round_trip_noise_flow(rng):
     """Spatially uncorrelated flow (worst case for the predictor) still round-trips."""
     flow = rng.normal(scale=40.0, size=(33, 47, 2)).astype(np.float32)

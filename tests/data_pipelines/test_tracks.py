@@ -70,6 +70,21 @@ def test_input_validation():
         compute_tracks(frames, np.zeros((3, 16, 16, 2)), np.zeros((3, 16, 16, 2)))
     with pytest.raises(ValueError, match="K >= 2"):
         compute_tracks(frames[:1])
+    with pytest.raises(ValueError, match="flows must be"):
+        compute_tracks(frames, [np.zeros((16, 16, 2))] * 2, [np.zeros((16, 15, 2))] * 2)
+
+
+def test_sequences_of_views_give_the_same_tracks():
+    """The pipeline passes lists of views into its pair-flow array instead of stacked copies."""
+    rng = np.random.default_rng(0)
+    frames = np.zeros((4, 24, 32, 3), np.uint8)
+    fw = (rng.normal(size=(3, 24, 32, 2)) * 0.3 + (1.5, -0.5)).astype(np.float32)
+    bw = (-fw + rng.normal(size=fw.shape) * 0.3).astype(np.float32)
+    a = compute_tracks(frames, fw, bw, grid_stride=4)
+    b = compute_tracks(frames, list(fw), tuple(bw), grid_stride=4)
+    np.testing.assert_array_equal(a.xy, b.xy)
+    np.testing.assert_array_equal(a.visible, b.visible)
+    assert 0 < a.visible[1:].mean() < 1  # the checks both keep and drop tracks here
 
 
 def _exact_errors(scene, tr, K):
