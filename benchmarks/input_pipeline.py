@@ -7,11 +7,13 @@ unlabeled clips (teacher flow of synthetic videos), both stored at 378x518 by `d
 
 1. One core: the Grain pipeline in the main process, one decode thread, OpenCV on one thread; the time of each
    stage is measured by wrapping the library functions the sample builder calls:
-   read (ArrayRecord lookup), decode (record parse, JPEG frames, flow codec), transform (resize /
-   crop of frames, depth, intrinsics and flows; colour jitter), other (sampling, batching).
+   read (ArrayRecord lookup), decode (record parse, JPEG frames, flow codec; when the transform is
+   a pure crop, the flow decoder writes the window straight into the sample, so the crop is
+   inside "decode"), transform (resize / crop of frames, depth, intrinsics and flows; colour
+   jitter; flow landing test), other (sampling, the rest of building a sample, batching, Grain).
 2. All cores: the same pipeline with Grain worker processes (--workers, default: all cores).
 
-Usage: python benchmarks/input_pipeline.py [--data DIR] [--samples 200] [--zoom 1.0]
+Usage: python benchmarks/input_pipeline.py [--data DIR] [--samples 200] [--rounds 3] [--zoom 1.0]
 The datasets are generated once into --data (default: a temp dir); that time is not measured.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -80,7 +83,8 @@ def config(labeled, unlabeled, zoom, workers=0, threads=1) -> InputConfig:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "flow3r_input_bench"))
-    ap.add_argument("--samples", type=int, default=200)
+    ap.add_argument("--samples", type=int, default=200, help="samples per round")
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--zoom", type=float, default=1.0, help="max random zoom (> 1 adds a resize)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args()
@@ -93,32 +97,43 @@ def main():
     timer.wrap(records.UnlabeledClip, "decode_frames", "decode")
     timer.wrap(records.LabeledClip, "decode_flow", "decode")
     timer.wrap(records.UnlabeledClip, "decode_flow", "decode")
-    for name in ("warp_frames", "warp_flow", "warp_depth", "warp_intrinsics", "colour_jitter"):
+    for name in ("warp_frames", "warp_flow", "warp_depth", "warp_intrinsics", "apply_colour", "keep_landing_inside"):
         timer.wrap(sample_mod, name, "transform")
 
     it = iter(build_dataset(config(labeled, unlabeled, args.zoom), 0, 1))
     for _ in range(10):  # warm-up
         next(it)
     timer.seconds.clear()
-    t0, c0 = time.perf_counter(), time.process_time()
-    for _ in range(args.samples):
-        next(it)
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    # The ArrayRecord read happens inside Grain's source access, not through ClipSource here:
-    # time it directly on the same records.
-    src = sources.open_source(labeled)
+    walls, cpus = [], []
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    for _ in range(args.rounds):  # the machine's speed drifts: several rounds, median reported
+        t0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(args.samples):
+            next(it)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    n = args.samples * args.rounds
+    # The ArrayRecord read happens inside Grain's source access: time it apart, on the same
+    # records of both sources, and take it out of "other".
+    srcs = [sources.open_source(labeled), sources.open_source(unlabeled)]
     t = time.perf_counter()
-    for i in range(args.samples):
-        src.records[i % len(src)]
-    timer.seconds["read"] += (time.perf_counter() - t)
+    for i in range(n):
+        src = srcs[i % 2]
+        src.records[(i // 2) % len(src)]
+    timer.seconds["read"] += time.perf_counter() - t
 
-    print(f"{args.samples} samples of 8 frames + 8 pairs at {H}x{W}, labeled/unlabeled mixture, zoom <= {args.zoom}")
-    print(f"\n[1 core] {args.samples / wall:6.1f} samples/s wall, {args.samples / cpu:6.1f} samples/s per CPU-second  (target >= 40)")
-    total = wall + timer.seconds["read"]
+    print(f"{args.rounds} x {args.samples} samples of 8 frames + 8 pairs at {H}x{W}, labeled/unlabeled mixture, zoom <= {args.zoom}")
+    rates = sorted(args.samples / c for c in cpus)
+    print(f"\n[1 core] {np.median([args.samples / w for w in walls]):6.1f} samples/s wall, {np.median(rates):6.1f} samples/s per CPU-second (median of "
+          f"{args.rounds} rounds: {', '.join(f'{r:.1f}' for r in rates)})  (target >= 40)")
+    print(f"  CPU per sample: {(r1.ru_utime - r0.ru_utime) / n * 1000:.1f} ms user + {(r1.ru_stime - r0.ru_stime) / n * 1000:.1f} ms system; "
+          f"{(r1.ru_minflt - r0.ru_minflt) / n:.0f} page faults per sample")
+    total = sum(walls)
     other = total - sum(timer.seconds.values())
     for stage in ("read", "decode", "transform"):
-        print(f"  {stage:<10} {timer.seconds[stage] / args.samples * 1000:7.2f} ms/sample  {100 * timer.seconds[stage] / total:5.1f}%")
-    print(f"  {'other':<10} {other / args.samples * 1000:7.2f} ms/sample  {100 * other / total:5.1f}%  (sampling, batching, Grain)")
+        print(f"  {stage:<10} {timer.seconds[stage] / n * 1000:7.2f} ms/sample  {100 * timer.seconds[stage] / total:5.1f}%")
+    print(f"  {'other':<10} {other / n * 1000:7.2f} ms/sample  {100 * other / total:5.1f}%  (sampling, batching, Grain)")
 
     if args.workers > 1:
         ds = build_dataset(config(labeled, unlabeled, args.zoom, workers=args.workers), 0, 1)

@@ -296,8 +296,10 @@ def read_prefix(data) -> Prefix:
     return Prefix(tag, schema_version, n_fields)
 
 
-def iter_fields(data, check: Callable[[str, int], None] | None = None) -> Iterator[tuple[str, FieldType, Any]]:
-    """(name, type, value) of every field in stored order (see the module docstring)."""
+def iter_fields(data, check: Callable[[str, int], None] | None = None, blob_views: bool = False) -> Iterator[tuple[str, FieldType, Any]]:
+    """(name, type, value) of every field in stored order (see the module docstring).
+    `blob_views=True` gives BLOBS entries as read-only memoryviews into `data` (no copies; they
+    keep `data` alive and cannot be pickled) instead of bytes."""
     view = _as_view(data)
     src = data if isinstance(data, bytes) else bytes(view)
     n_fields = read_prefix(view).field_count
@@ -317,7 +319,7 @@ def iter_fields(data, check: Callable[[str, int], None] | None = None) -> Iterat
         try:
             if t not in FieldType._value2member_map_:
                 raise ContainerError(f"field {name!r}: unknown type code {t}", field=name)
-            value, off = _decode_value(FieldType(t), view, src, off, name)
+            value, off = _decode_value(FieldType(t), view, src, off, name, blob_views)
         except ContainerError:
             raise
         except (struct.error, IndexError, ValueError, UnicodeDecodeError) as err:
@@ -338,7 +340,7 @@ def unpack_record(data) -> UnpackedRecord:
     return UnpackedRecord(prefix.kind_tag, prefix.schema_version, fields)
 
 
-def _decode_value(t: FieldType, view: memoryview, src: bytes, off: int, name: str) -> tuple[Any, int]:
+def _decode_value(t: FieldType, view: memoryview, src: bytes, off: int, name: str, blob_views: bool = False) -> tuple[Any, int]:
     """The value of type `t` whose payload starts at `off`, and the offset after it."""
 
     def fail(msg: str):
@@ -367,7 +369,8 @@ def _decode_value(t: FieldType, view: memoryview, src: bytes, off: int, name: st
         ends = start + np.cumsum(lengths)
         if count and ends[-1] > len(view):
             fail("truncated blobs")
-        blobs = [src[a:b] for a, b in zip((start, *ends[:-1].tolist()), ends.tolist())]
+        store = view.toreadonly() if blob_views else src
+        blobs = [store[a:b] for a, b in zip((start, *ends[:-1].tolist()), ends.tolist())]
         return blobs, int(ends[-1]) if count else start
     return _decode_array(view, off, fail)
 

@@ -283,12 +283,23 @@ def flow_shape(data: bytes) -> tuple[int, int]:
     return H, W
 
 
-def decode_flow(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+def decode_flow(data: bytes, *, crop: tuple[int, int, int, int] | None = None, out: np.ndarray | None = None, mask_out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Decodes `encode_flow` output (any bytes-like object) into flow (H, W, 2) float32 and mask
     (H, W) bool, both new writable arrays. Raises FlowCodecError for truncated, padded, corrupt
-    or unknown-version data."""
+    or unknown-version data.
+
+    `crop=(y0, x0, h, w)` returns only that window ((h, w, 2) and (h, w)); `out` / `mask_out`
+    receive the result instead of new arrays (any writable float32 / bool arrays of that shape,
+    e.g. one slot of a sample's stacked flows: the decoder writes each value once, no copies)."""
     view = _as_view(data)
     H, W, E, Z = _parse_header(view)
+    y0, x0, h, w = (0, 0, H, W) if crop is None else (int(v) for v in crop)
+    if not (0 <= y0 and 0 <= x0 and h >= 1 and w >= 1 and y0 + h <= H and x0 + w <= W):
+        raise ValueError(f"decode_flow: crop {crop} (y0, x0, h, w) does not fit the {H}x{W} flow")
+    for arr, name, dtype, shape in ((out, "out", np.float32, (h, w, 2)), (mask_out, "mask_out", np.bool_, (h, w))):
+        if arr is not None and (not isinstance(arr, np.ndarray) or arr.dtype != dtype or arr.shape != shape or not arr.flags.writeable):
+            desc = f"{arr.dtype} {arr.shape}" if isinstance(arr, np.ndarray) else type(arr).__name__
+            raise ValueError(f"decode_flow: {name} must be a writable {np.dtype(dtype)} array of shape {shape}, got {desc}")
     if len(view) != HEADER_SIZE + Z:
         what = "truncated" if len(view) < HEADER_SIZE + Z else "trailing bytes after the"
         raise FlowCodecError(f"decode_flow: {what} data: {len(view)} bytes, the header announces {HEADER_SIZE + Z} ({H}x{W} flow)")
@@ -302,7 +313,7 @@ def decode_flow(data: bytes) -> tuple[np.ndarray, np.ndarray]:
     except (OSError, ValueError) as err:  # only reachable if the writer itself was broken
         raise FlowCodecError(f"decode_flow: corrupt zstd frame ({H}x{W} flow): {err}") from err
     buf = np.frombuffer(raw, np.uint8)
-    mask = np.unpackbits(buf[:n_mask], count=H * W).view(np.bool_).reshape(H, W)
+    full_mask = np.unpackbits(buf[:n_mask], count=H * W).view(np.bool_).reshape(H, W)
     residual = cv2.LUT(buf[n_mask : n_mask + n_codes].reshape(2 * H, W), _DECODE_TABLE)
     if E:
         index = np.cumsum(_from_planes(raw, n_mask + n_codes, E))
@@ -312,7 +323,12 @@ def decode_flow(data: bytes) -> tuple[np.ndarray, np.ndarray]:
         value = (zigzag >> 1) ^ -(zigzag & 1)
         residual.reshape(-1)[index] = value.astype(np.float32) * np.float32(QUANT_STEP)
     total = cv2.integral(residual, sdepth=cv2.CV_32F)  # (2H + 1, W + 1), exact (see above)
-    flow = np.empty((H, W, 2), np.float32)
-    flow[..., 0] = total[1 : H + 1, 1:]  # numpy interleave: cv2.merge is slower on these views
-    flow[..., 1] = total[H + 1 :, 1:]
+    flow = np.empty((h, w, 2), np.float32) if out is None else out
+    rows, cols = slice(1 + y0, 1 + y0 + h), slice(1 + x0, 1 + x0 + w)
+    flow[..., 0] = total[rows, cols]  # numpy interleave: cv2.merge is slower on these views
+    flow[..., 1] = total[H + rows.start : H + rows.stop, cols]
+    if crop is None and mask_out is None:
+        return flow, full_mask
+    mask = np.empty((h, w), np.bool_) if mask_out is None else mask_out
+    mask[...] = full_mask[y0 : y0 + h, x0 : x0 + w]
     return flow, mask

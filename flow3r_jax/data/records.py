@@ -145,19 +145,25 @@ class _ClipMethods:
             )
         return frames
 
-    def decode_flow(self, pair_index: int) -> tuple[np.ndarray, np.ndarray]:
-        """(flow (H, W, 2) float32, covisibility (H, W) bool) of pair `pairs[pair_index]`."""
+    def decode_flow(self, pair_index: int, *, crop=None, out=None, mask_out=None) -> tuple[np.ndarray, np.ndarray]:
+        """(flow (H, W, 2) float32, covisibility (H, W) bool) of pair `pairs[pair_index]`;
+        `crop` / `out` / `mask_out` as in `flow_codec.decode_flow` (a window, written in place)."""
         if self.flows is None:
             raise RecordSchemaError(f"{self._who()}: the clip has no flows")
         if not -self.num_pairs <= pair_index < self.num_pairs:
             raise IndexError(f"{self._who()}: pair index {pair_index} out of range for {self.num_pairs} pairs")
+        blob = self.flows[pair_index]
         try:
-            flow, mask = flow_codec.decode_flow(self.flows[pair_index])
+            shape = flow_codec.flow_shape(blob)
+            if shape != (self.height, self.width):
+                raise RecordSchemaError(f"{self._who()}: flow {pair_index} is {shape}, the record says {self.height}x{self.width}")
+            return flow_codec.decode_flow(blob, crop=crop, out=out, mask_out=mask_out)
         except flow_codec.FlowCodecError as err:
             raise RecordSchemaError(f"{self._who()}: field 'flows'[{pair_index}]: {err}") from err
-        if mask.shape != (self.height, self.width):
-            raise RecordSchemaError(f"{self._who()}: flow {pair_index} is {mask.shape}, the record says {self.height}x{self.width}")
-        return flow, mask
+
+    def decode_frame(self, index: int) -> np.ndarray:
+        """uint8 RGB (H, W, 3) of frame `index` (the one-frame form of `decode_frames`)."""
+        return self.decode_frames([index])[0]
 
     def _who(self) -> str:
         return f"{type(self).__name__} {getattr(self, self.ID_FIELD)!r}"
@@ -406,10 +412,12 @@ def encode_record(clip: UnlabeledClip | LabeledClip) -> bytes:
     return _pack(cls.KIND, cls.SCHEMA_VERSION, fields)
 
 
-def decode_record(data: bytes, *, validate: bool = True) -> UnlabeledClip | LabeledClip:
+def decode_record(data: bytes, *, validate: bool = True, blob_views: bool = False) -> UnlabeledClip | LabeledClip:
     """Parses `encode_record` output. Frames and flows stay encoded (lists of bytes); everything
     else is decoded. `validate=False` skips the schema's content checks (shapes, NaN, ranges),
-    not the container's (magic, versions, field names and types)."""
+    not the container's (magic, versions, field names and types). `blob_views=True` leaves frames
+    and flows as memoryviews into `data` instead of copying them out (the training reader's
+    choice: such a clip cannot be pickled)."""
     try:
         prefix = container.read_prefix(data)
     except container.NotAContainerError as err:
@@ -439,7 +447,7 @@ def decode_record(data: bytes, *, validate: bool = True) -> UnlabeledClip | Labe
             raise RecordSchemaError(f"{who()}: field {name!r}: stored with type code {t}, the schema needs {int(expected)} ({f.type})")
 
     try:
-        for name, _, value in container.iter_fields(data, check):
+        for name, _, value in container.iter_fields(data, check, blob_views):
             values[name] = value
     except container.ContainerError as err:
         raise RecordSchemaError(f"{who()}: {err}") from err

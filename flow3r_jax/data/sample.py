@@ -31,7 +31,7 @@ import numpy as np
 
 from flow3r_jax.data import records
 from flow3r_jax.data.sampling import choose_frames, choose_pairs
-from flow3r_jax.data.transforms import colour_jitter, plan_resize_crop, warp_depth, warp_flow, warp_frames, warp_intrinsics
+from flow3r_jax.data.transforms import apply_colour, colour_params, keep_landing_inside, plan_resize_crop, warp_depth, warp_flow, warp_frames, warp_intrinsics
 
 __all__ = ["SampleConfig", "make_sample", "sample_spec"]
 
@@ -84,8 +84,24 @@ def sample_spec(cfg: SampleConfig) -> dict[str, tuple[tuple[int, ...], np.dtype]
     }
 
 
+_ZEROS: dict = {}
+
+
+def _zeros(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """A cached read-only zero array (unlabeled samples' depth and validity: ~8 MB per sample
+    that need not be allocated and cleared every time)."""
+    key = (shape, np.dtype(dtype).str)
+    if key not in _ZEROS:
+        if len(_ZEROS) > 8:
+            _ZEROS.clear()
+        z = np.zeros(shape, dtype)
+        z.flags.writeable = False
+        _ZEROS[key] = z
+    return _ZEROS[key]
+
+
 def make_sample(record: bytes, cfg: SampleConfig, rng: np.random.Generator, source: int = 0) -> dict[str, np.ndarray]:
-    clip = records.decode_record(record)
+    clip = records.decode_record(record, blob_views=True)
     labeled = isinstance(clip, records.LabeledClip)
     clip_id = clip.clip_id if labeled else clip.video_id
     N, S, H, W = cfg.frames, cfg.pairs, cfg.height, cfg.width
@@ -97,29 +113,55 @@ def make_sample(record: bytes, cfg: SampleConfig, rng: np.random.Generator, sour
     t = plan_resize_crop(clip.height, clip.width, H, W, rng if cfg.train else None, cfg.max_zoom)
 
     spec = sample_spec(cfg)
-    # Small fields start zeroed; the large ones are built directly (no zero-fill then copy).
+    # Small fields start zeroed; the large ones are written in place (no zero-fill, no stacking).
     out = {name: np.zeros(shape, dtype) for name, (shape, dtype) in spec.items() if name not in ("images", "flow", "covisible", "depth", "valid")}
-    images = warp_frames(clip.decode_frames(frames), t)
-    out["images"] = colour_jitter(images, rng, cfg.colour) if cfg.train and cfg.colour > 0 else images
+    crop_only = (t.resized_h, t.resized_w) == (t.in_h, t.in_w)
+    jitter = colour_params(rng, cfg.colour) if cfg.train and cfg.colour > 0 else None
+    if crop_only:  # the common case (records stored near training size): decode, crop and colour in one pass
+        images = np.empty(spec["images"][0], np.uint8)
+        for k, f in enumerate(frames):
+            window = clip.decode_frame(int(f))[t.y0 : t.y0 + H, t.x0 : t.x0 + W]
+            if jitter is None:
+                images[k] = window
+            else:
+                apply_colour(window, jitter, images[k])
+    else:
+        images = warp_frames(clip.decode_frames(frames), t)
+        if jitter is not None:
+            warped, images = images, np.empty_like(images)
+            for k in range(N):
+                apply_colour(warped[k], jitter, images[k])
+    out["images"] = images
     out["pairs"], out["pair_valid"] = pairs, pair_valid
-    flows, masks = [], []
+    flow, covisible = np.empty(spec["flow"][0], np.float32), np.empty(spec["covisible"][0], np.bool_)
     for s in range(S):
         if pair_valid[s] and index[s] >= 0:
-            f, m = warp_flow(*clip.decode_flow(int(index[s])), t)
+            if crop_only:  # decoded straight into the sample's slot, then the landing test
+                clip.decode_flow(int(index[s]), crop=(t.y0, t.x0, H, W), out=flow[s], mask_out=covisible[s])
+                keep_landing_inside(flow[s], covisible[s])
+            else:
+                flow[s], covisible[s] = warp_flow(*clip.decode_flow(int(index[s])), t)
             out["flow_stored"][s] = True
         else:
-            f, m = np.zeros((H, W, 2), np.float32), np.zeros((H, W), bool)
-        flows.append(f)
-        masks.append(m)
-    out["flow"] = np.stack(flows) if S else np.zeros(spec["flow"][0], np.float32)
-    out["covisible"] = np.stack(masks) if S else np.zeros(spec["covisible"][0], bool)
+            flow[s], covisible[s] = 0.0, False
+    out["flow"], out["covisible"] = flow, covisible
     out["poses"][:] = np.eye(4, dtype=np.float32)
-    out["depth"], out["valid"] = np.zeros(spec["depth"][0], np.float32), np.zeros(spec["valid"][0], bool)
     if labeled:
-        out["depth"], out["valid"] = warp_depth(clip.depth[frames], clip.valid[frames] & (clip.depth[frames] > 0), t)
+        if crop_only:  # each chosen frame's window copied once
+            depth, valid = np.empty(spec["depth"][0], np.float32), np.empty(spec["valid"][0], np.bool_)
+            rows, cols = slice(t.y0, t.y0 + H), slice(t.x0, t.x0 + W)
+            for k, f in enumerate(frames):
+                depth[k] = clip.depth[f, rows, cols]
+                np.logical_and(clip.valid[f, rows, cols], depth[k] > 0, out=valid[k])
+            out["depth"], out["valid"] = depth, valid
+        else:
+            depth = clip.depth[frames]
+            out["depth"], out["valid"] = warp_depth(depth, clip.valid[frames] & (depth > 0), t)
         out["intrinsics"] = warp_intrinsics(clip.intrinsics[frames], t)
         out["poses"] = clip.poses[frames].astype(np.float32)
         out["high_quality"] = np.bool_(clip.high_quality)
+    else:  # no geometry: shared read-only zeros (a sample is never written after it is made)
+        out["depth"], out["valid"] = _zeros(*spec["depth"]), _zeros(*spec["valid"])
     out["labeled"] = np.bool_(labeled)
     out["source"] = np.int32(source)
     return out

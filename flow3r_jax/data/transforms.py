@@ -19,11 +19,24 @@ applied identically to all frames of a sample, so that
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import cv2
 import numpy as np
 
-__all__ = ["ResizeCrop", "plan_resize_crop", "warp_frames", "warp_intrinsics", "warp_depth", "warp_flow", "colour_jitter", "FLOW_SMOOTH_PX"]
+__all__ = [
+    "ResizeCrop",
+    "plan_resize_crop",
+    "warp_frames",
+    "warp_intrinsics",
+    "warp_depth",
+    "warp_flow",
+    "keep_landing_inside",
+    "colour_params",
+    "apply_colour",
+    "colour_jitter",
+    "FLOW_SMOOTH_PX",
+]
 
 FLOW_SMOOTH_PX = 1.0
 """Largest flow difference (pixels, before scaling) between the four bilinear source pixels for
@@ -137,13 +150,76 @@ def warp_flow(flow: np.ndarray, mask: np.ndarray, t: ResizeCrop) -> tuple[np.nda
         ix = np.clip(np.floor(mx).astype(np.int32), 0, t.in_w - 1)
         iy = np.clip(np.floor(my).astype(np.int32), 0, t.in_h - 1)
         keep = block[iy, ix]
-    tx = np.arange(t.out_w, dtype=np.float32)[None, :] + 0.5 + new[..., 0]
-    ty = np.arange(t.out_h, dtype=np.float32)[:, None] + 0.5 + new[..., 1]
-    keep &= (tx >= 0) & (tx <= t.out_w) & (ty >= 0) & (ty <= t.out_h)
+    keep_landing_inside(new, keep)
     return new, keep
 
 
+_BOUNDS: dict = {}
+
+
+def _landing_bounds(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel (h, w, 2) float32 bounds on the flow for landing in [0, w] x [0, h]: from -c
+    to (w, h) - c, c the pixel centre (x + 0.5, y + 0.5); both exact in float32. Cached per size."""
+    if (h, w) not in _BOUNDS:
+        if len(_BOUNDS) > 8:
+            _BOUNDS.clear()
+        x, y = np.meshgrid(np.arange(w, dtype=np.float32) + 0.5, np.arange(h, dtype=np.float32) + 0.5)
+        centres = np.stack([x, y], -1)
+        _BOUNDS[(h, w)] = (np.ascontiguousarray(-centres), np.ascontiguousarray(np.array([w, h], np.float32) - centres))
+    return _BOUNDS[(h, w)]
+
+
+def keep_landing_inside(flow: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """mask (h, w) bool &= the flow (h, w, 2) takes the pixel centre into [0, w] x [0, h]
+    (bounds included); in place, and returned.
+
+    Only pixels within max |flow| of the border can land outside, so only those bands are
+    tested (about 15% of the image for the benchmark's flows); the result is the same as testing
+    every pixel (the bounds are exact in float32)."""
+    h, w = mask.shape
+    flow = np.ascontiguousarray(flow, np.float32)
+    lo, hi = _landing_bounds(h, w)
+    low, high, _, _ = cv2.minMaxLoc(flow.reshape(h, 2 * w))
+    reach = max(-low, high)  # |flow| <= reach everywhere; NaN fails every comparison below
+    # Pixel centres c with reach <= c <= size - reach cannot leave along that axis.
+    x0, x1 = (max(0, math.ceil(reach - 0.5)), min(w, math.floor(w - reach - 0.5) + 1)) if reach == reach else (w, w)
+    y0, y1 = (max(0, math.ceil(reach - 0.5)), min(h, math.floor(h - reach - 0.5) + 1)) if reach == reach else (h, h)
+    if x0 >= x1 or y0 >= y1:
+        bands = [(slice(0, h), slice(0, w))]
+    else:
+        bands = [(slice(0, y0), slice(0, w)), (slice(y1, h), slice(0, w)), (slice(y0, y1), slice(0, x0)), (slice(y0, y1), slice(x1, w))]
+    for rows, cols in bands:
+        band = mask[rows, cols]
+        if band.size:
+            inside = cv2.inRange(flow[rows, cols], lo[rows, cols], hi[rows, cols])  # 255 where both components fit
+            np.logical_and(band, inside, out=band)
+    return mask
+
+
 _RGB2YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float64)
+
+
+def colour_params(rng: np.random.Generator, strength: float = 1.0) -> tuple[np.ndarray, float, float]:
+    """Draws one colour change (see `colour_jitter`): colour matrix A (3, 3), contrast, brightness."""
+    brightness = rng.uniform(-0.1, 0.1) * strength * 255.0
+    contrast = 1.0 + rng.uniform(-0.2, 0.2) * strength
+    saturation = 1.0 + rng.uniform(-0.2, 0.2) * strength
+    hue = rng.uniform(-0.05, 0.05) * strength * np.pi
+    luma = np.array([0.299, 0.587, 0.114])
+    sat = saturation * np.eye(3) + (1.0 - saturation) * np.outer(np.ones(3), luma)
+    c, s = np.cos(hue), np.sin(hue)
+    rot = np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+    A = np.linalg.inv(_RGB2YIQ) @ rot @ _RGB2YIQ @ sat
+    return A, float(contrast), float(brightness)
+
+
+def apply_colour(frame: np.ndarray, params: tuple[np.ndarray, float, float], dst: np.ndarray | None = None) -> np.ndarray:
+    """One frame (H, W, 3) uint8 (any view) through `colour_params`' change: c A x + (1 - c) m +
+    b, m the frame's mean intensity after A; written into `dst` when given."""
+    A, contrast, brightness = params
+    mean = float((A @ np.asarray(cv2.mean(frame)[:3])).mean())
+    M = np.concatenate([contrast * A, np.full((3, 1), (1.0 - contrast) * mean + brightness)], axis=1)
+    return cv2.transform(frame, M, dst=dst)
 
 
 def colour_jitter(frames: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
@@ -154,18 +230,8 @@ def colour_jitter(frames: np.ndarray, rng: np.random.Generator, strength: float 
     matrix A; contrast c scales around each frame's mean intensity m and brightness b adds, so a
     frame becomes c A x + (1 - c) m + b: one `cv2.transform` per frame.
     """
-    brightness = rng.uniform(-0.1, 0.1) * strength * 255.0
-    contrast = 1.0 + rng.uniform(-0.2, 0.2) * strength
-    saturation = 1.0 + rng.uniform(-0.2, 0.2) * strength
-    hue = rng.uniform(-0.05, 0.05) * strength * np.pi
-    luma = np.array([0.299, 0.587, 0.114])
-    sat = saturation * np.eye(3) + (1.0 - saturation) * np.outer(np.ones(3), luma)
-    c, s = np.cos(hue), np.sin(hue)
-    rot = np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
-    A = np.linalg.inv(_RGB2YIQ) @ rot @ _RGB2YIQ @ sat
+    params = colour_params(rng, strength)
     out = np.empty_like(frames)
     for k, f in enumerate(frames):
-        mean = float((A @ np.asarray(cv2.mean(f)[:3])).mean())
-        M = np.concatenate([contrast * A, np.full((3, 1), (1.0 - contrast) * mean + brightness)], axis=1)
-        out[k] = cv2.transform(f, M)
+        apply_colour(f, params, out[k])
     return out

@@ -124,6 +124,38 @@ def test_levels_and_bytes_like_inputs(rng):
     assert flow_shape(best) == (32, 48)
 
 
+@pytest.mark.parametrize("crop", [None, (0, 0, 30, 41), (3, 5, 20, 30), (29, 40, 1, 1), (0, 7, 30, 1)])
+def test_decode_window_into_given_arrays_equals_slicing_the_full_decode(rng, crop):
+    flow, mask = _layers(rng, 30, 41)
+    data = encode_flow(flow, mask)
+    full, full_mask = decode_flow(data)
+    y0, x0, h, w = (0, 0, 30, 41) if crop is None else crop
+    # Into slot 1 of a stacked buffer (as the training sample builder does), pre-filled with junk.
+    stack, masks = np.full((3, h, w, 2), 7.0, np.float32), np.ones((3, h, w), bool)
+    slot, mask_slot = stack[1], masks[1]
+    got, got_mask = decode_flow(data, crop=crop, out=slot, mask_out=mask_slot)
+    assert got is slot and got_mask is mask_slot
+    np.testing.assert_array_equal(stack[1], full[y0 : y0 + h, x0 : x0 + w])
+    np.testing.assert_array_equal(masks[1], full_mask[y0 : y0 + h, x0 : x0 + w])
+    assert (stack[[0, 2]] == 7.0).all() and masks[[0, 2]].all()  # neighbours untouched
+    # Without out arrays: new ones of the window's shape.
+    a, b = decode_flow(data, crop=crop)
+    np.testing.assert_array_equal(a, full[y0 : y0 + h, x0 : x0 + w])
+    np.testing.assert_array_equal(b, full_mask[y0 : y0 + h, x0 : x0 + w])
+
+
+def test_decode_window_errors(rng):
+    data = encode_flow(*_layers(rng, 10, 12))
+    with pytest.raises(ValueError, match="does not fit the 10x12 flow"):
+        decode_flow(data, crop=(5, 0, 6, 12))
+    with pytest.raises(ValueError, match="does not fit"):
+        decode_flow(data, crop=(0, -1, 4, 4))
+    with pytest.raises(ValueError, match="out must be a writable float32 array of shape \\(4, 4, 2\\)"):
+        decode_flow(data, crop=(0, 0, 4, 4), out=np.zeros((4, 4, 2), np.float64))
+    with pytest.raises(ValueError, match="mask_out must be"):
+        decode_flow(data, mask_out=np.zeros((10, 12), np.uint8))
+
+
 def test_ties_round_to_even_within_bound():
     flow = np.array([[[1 / 32, -3 / 32], [5 / 32, 0.0]]], np.float32)
     got, _ = decode_flow(encode_flow(flow, np.ones((1, 2), bool)))

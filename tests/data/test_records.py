@@ -190,6 +190,18 @@ def test_labeled_from_synthetic_generate_clip():
         np.testing.assert_array_equal(mask, clip["covisible"][p])
 
 
+def test_blob_views_read_the_same_without_copies(rng):
+    clip, _, _ = _unlabeled(rng)
+    data = encode_record(clip)
+    copied, viewed = decode_record(data), decode_record(data, blob_views=True)
+    assert all(isinstance(b, memoryview) and b.readonly for b in viewed.frames_jpeg + viewed.flows)
+    assert [bytes(b) for b in viewed.frames_jpeg + viewed.flows] == copied.frames_jpeg + copied.flows
+    np.testing.assert_array_equal(viewed.decode_frames([1, 3]), copied.decode_frames([1, 3]))
+    for a, b in zip(viewed.decode_flow(2), copied.decode_flow(2)):
+        np.testing.assert_array_equal(a, b)
+    assert encode_record(viewed) == data  # views re-encode to the same record
+
+
 def test_decoding_is_lazy(rng, monkeypatch):
     clip, _, _ = _unlabeled(rng)
     data = encode_record(clip)
@@ -200,9 +212,9 @@ def test_decoding_is_lazy(rng, monkeypatch):
         calls["imdecode"] += 1
         return imdecode(*args)
 
-    def counting_decode_flow(*args):
+    def counting_decode_flow(*args, **kwargs):
         calls["flow"] += 1
-        return decode_flow(*args)
+        return decode_flow(*args, **kwargs)
 
     monkeypatch.setattr(cv2, "imdecode", counting_imdecode)
     monkeypatch.setattr(flow_codec, "decode_flow", counting_decode_flow)

@@ -7,7 +7,7 @@ import pytest
 
 from data_pipelines.synthetic import SceneConfig, generate_clip
 from flow3r_jax import geometry as g
-from flow3r_jax.data.transforms import colour_jitter, plan_resize_crop, warp_depth, warp_flow, warp_frames, warp_intrinsics
+from flow3r_jax.data.transforms import colour_jitter, keep_landing_inside, plan_resize_crop, warp_depth, warp_flow, warp_frames, warp_intrinsics
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +93,33 @@ def test_depth_resampling_is_nearest_and_crop_exact(rng):
             ref = depth[:, list(ys)][:, :, list(xs)]
             ok |= (d == ref) & (v == valid[:, list(ys)][:, :, list(xs)])
     assert ok.all()
+
+
+def _landing_reference(flow, mask):
+    """Every pixel, in float64: x + 0.5 + fx in [0, w] and y + 0.5 + fy in [0, h]."""
+    h, w = mask.shape
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64) + 0.5
+    tx, ty = x + flow[..., 0].astype(np.float64), y + flow[..., 1].astype(np.float64)
+    return mask & (tx >= 0) & (tx <= w) & (ty >= 0) & (ty <= h)
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.7, 3.0, 12.0, 200.0])
+def test_landing_test_equals_the_per_pixel_reference(rng, scale):
+    """Only the border bands within max |flow| are tested; the result must be the full test's,
+    from zero flow (nothing tested) to flows larger than the image (everything tested)."""
+    h, w = 37, 52
+    flow = (rng.normal(size=(h, w, 2)) * scale).astype(np.float32)
+    # Targets exactly on the borders 0 and w / h (kept) and just beyond (dropped).
+    edge = {(3, 0): (-0.5, 0), (4, 0): (np.nextafter(np.float32(-0.5), np.float32(-1)), 0), (5, w - 1): (0.5, 0),
+            (6, w - 1): (np.nextafter(np.float32(0.5), np.float32(1)), 0), (0, 7): (0, -0.5), (h - 1, 8): (0, np.nextafter(np.float32(0.5), np.float32(1)))}
+    mask = rng.random((h, w)) < 0.9
+    for (y, x), f in edge.items():
+        flow[y, x], mask[y, x] = f, True
+    expected = _landing_reference(flow, mask)
+    stack = np.zeros((2, h, w), bool)
+    stack[1] = mask
+    got = keep_landing_inside(flow, stack[1])
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(stack[1], expected)  # in place, in a slot of a stacked array
+    assert not stack[0].any()
+    assert [bool(expected[yx]) for yx in edge] == [True, False, True, False, True, False]
