@@ -16,6 +16,8 @@ only step allowed to cost much. The pair set holds both directions, so every (i,
 
 from __future__ import annotations
 
+import threading
+
 import cv2
 import numpy as np
 
@@ -38,23 +40,60 @@ def _grid(H: int, W: int) -> np.ndarray:
     return _GRIDS[(H, W)]
 
 
-def fb_mask(flow_fw: np.ndarray, flow_bw: np.ndarray, alpha: float = ALPHA, beta: float = BETA) -> np.ndarray:
-    """Forward-backward mask (H, W) bool of flows (H, W, 2) i -> j (on i's grid) and j -> i."""
+_TILE_PIXELS = 1 << 16  # rows per tile: ~64K pixels (0.5 MB per 2-channel float32 scratch buffer)
+_local = threading.local()
+
+
+class _Scratch:
+    """Per-thread work buffers of one tile: nothing is allocated per pair (fresh multi-MB arrays
+    page-fault and zero-fill on every call, which cost as much as the arithmetic at 378x672)."""
+
+    def __init__(self, rows: int, W: int):
+        self.rows, self.W = rows, W
+        self.land, self.back, self.diff, self.sq, self.fb = (np.empty((rows, W, 2), np.float32) for _ in range(5))
+        self.total = np.empty((rows, W), np.float32)
+        self.consistent = np.empty((rows, W), np.bool_)
+        self.inside = np.empty((rows, W), np.uint8)
+
+
+def _scratch(H: int, W: int) -> _Scratch:
+    rows = max(1, min(H, _TILE_PIXELS // W))
+    cached = getattr(_local, "scratch", None)
+    if cached is None or cached.rows != rows or cached.W != W:
+        cached = _local.scratch = _Scratch(rows, W)
+    return cached
+
+
+def fb_mask(flow_fw: np.ndarray, flow_bw: np.ndarray, alpha: float = ALPHA, beta: float = BETA, out: np.ndarray | None = None) -> np.ndarray:
+    """Forward-backward mask (H, W) bool of flows (H, W, 2) i -> j (on i's grid) and j -> i;
+    written into `out` (an (H, W) bool array) when given."""
     fw = np.ascontiguousarray(flow_fw, np.float32)
     bw = np.ascontiguousarray(flow_bw, np.float32)
     H, W = fw.shape[:2]
-    # Landing points in OpenCV's integer-centred coordinates (flow3r_jax's x - 0.5); OpenCV's
-    # element-wise ops are used throughout because they are ~2x faster than NumPy's here.
-    land = cv2.add(fw, _grid(H, W))
-    back = cv2.remap(bw, land, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    diff = cv2.add(fw, back)
-    # |f + b|^2 - alpha (|f|^2 + |b|^2) = (1 - alpha) |f + b|^2 + 2 alpha f.b (expand |f|^2 + |b|^2
-    # = |f + b|^2 - 2 f.b): per channel, summed over x and y it must stay below beta. Two products
-    # instead of three; the rounding differs from the direct form only in the last bits.
-    excess = cv2.addWeighted(cv2.multiply(diff, diff), 1.0 - alpha, cv2.multiply(fw, back), 2.0 * alpha, 0.0)
-    consistent = (excess[..., 0] + excess[..., 1]) < np.float32(beta)
-    inside = cv2.inRange(land, (-0.5, -0.5), (W - 0.5, H - 0.5)) > 0  # lands in [0, W] x [0, H]
-    return consistent & inside
+    out = np.empty((H, W), np.bool_) if out is None else out
+    grid, s = _grid(H, W), _scratch(H, W)
+    # Row tiles, so the temporaries stay small and are reused. Landing points in OpenCV's
+    # integer-centred coordinates (flow3r_jax's x - 0.5); OpenCV's element-wise ops are ~2x
+    # faster than NumPy's here.
+    for r0 in range(0, H, s.rows):
+        r1 = min(H, r0 + s.rows)
+        n = r1 - r0
+        f, land, back, diff, sq, fb = fw[r0:r1], s.land[:n], s.back[:n], s.diff[:n], s.sq[:n], s.fb[:n]
+        cv2.add(f, grid[r0:r1], dst=land)
+        cv2.remap(bw, land, None, cv2.INTER_LINEAR, dst=back, borderMode=cv2.BORDER_REPLICATE)
+        cv2.add(f, back, dst=diff)
+        # |f + b|^2 - alpha (|f|^2 + |b|^2) = (1 - alpha) |f + b|^2 + 2 alpha f.b (expand |f|^2 +
+        # |b|^2 = |f + b|^2 - 2 f.b): per channel, summed over x and y it must stay below beta.
+        # Two products instead of three; the rounding differs from the direct form only in the
+        # last bits.
+        cv2.multiply(diff, diff, dst=sq)
+        cv2.multiply(f, back, dst=fb)
+        cv2.addWeighted(sq, 1.0 - alpha, fb, 2.0 * alpha, 0.0, dst=sq)
+        np.add(sq[..., 0], sq[..., 1], out=s.total[:n])
+        np.less(s.total[:n], np.float32(beta), out=s.consistent[:n])
+        cv2.inRange(land, (-0.5, -0.5), (W - 0.5, H - 0.5), dst=s.inside[:n])  # lands in [0, W] x [0, H]
+        np.logical_and(s.consistent[:n], s.inside[:n], out=out[r0:r1])
+    return out
 
 
 def reverse_index(pairs: np.ndarray) -> np.ndarray:
@@ -73,7 +112,7 @@ def covisibility_masks(flows: np.ndarray, pairs: np.ndarray, alpha: float = ALPH
     rev = reverse_index(pairs)
     out = np.empty(flows.shape[:3], bool)
     for p in range(len(pairs)):
-        out[p] = fb_mask(flows[p], flows[rev[p]], alpha, beta)
+        fb_mask(flows[p], flows[rev[p]], alpha, beta, out=out[p])
     return out
 
 

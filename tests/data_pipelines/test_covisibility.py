@@ -80,3 +80,20 @@ def test_dis_covisibility_against_exact_masks(pipe_clips):
     assert a["accuracy"] > 0.85, a
     assert a["precision"] > 0.95, a
     assert a["specificity"] > 0.75, a
+
+
+def test_row_tiles_give_the_untiled_mask(monkeypatch):
+    """fb_mask works in row tiles with reused buffers; every pixel's arithmetic is independent of
+    the tiling, so one tile and many (the last one partial) must agree bit for bit."""
+    import data_pipelines.covisibility as cov
+
+    rng = np.random.default_rng(5)
+    H, W = 250, 160
+    y, x = np.mgrid[0:H, 0:W].astype(np.float32)
+    fw = np.stack([3.0 + 0.02 * x, -2.0 + 0.01 * y], -1).astype(np.float32) + rng.normal(scale=0.4, size=(H, W, 2)).astype(np.float32)
+    bw = (-fw + rng.normal(scale=0.6, size=(H, W, 2))).astype(np.float32)
+    one_tile = fb_mask(fw, bw, out=np.empty((H, W), bool)).copy()
+    monkeypatch.setattr(cov, "_TILE_PIXELS", 7 * W)  # 7 rows per tile: 35 full tiles + one of 5
+    tiled = fb_mask(fw, bw)
+    np.testing.assert_array_equal(tiled, one_tile)
+    assert 0.05 < tiled.mean() < 0.95  # both outcomes occur
