@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     p.add_argument("--size", default="224x224")
     p.add_argument("--offsets", default="1,2,4,8")
     p.add_argument("--teacher", default="dis")
-    p.add_argument("--repeats", type=int, default=2, help="pipeline runs (the best is reported)")
+    p.add_argument("--repeats", type=int, default=3, help="raw / pipeline run pairs (best and median reported)")
     p.add_argument("--threads", type=int, default=1, help="OpenCV threads (default 1: one worker per core, as make_dataset --workers runs)")
     args = p.parse_args(argv)
     import cv2
@@ -97,6 +97,7 @@ def main(argv=None) -> int:
 
         n_pairs = len(pairs) * len(clips)
         raw, raw_cpu, best = [], [], None
+        pipe_cpus = []
         for r in range(args.repeats):  # interleaved, so that load drifts hit both alike
             t0, c0 = time.perf_counter(), time.process_time()
             for frames in clips:
@@ -119,7 +120,9 @@ def main(argv=None) -> int:
             if best is None or wall < best[0]:
                 best = (wall, stages, manifest)
             best_cpu = cpu if r == 0 else min(best_cpu, cpu)
+            pipe_cpus.append(cpu)
         wall, stages, manifest = best
+        raw_cpus = list(raw_cpu)
         raw_time, raw_cpu = min(raw), min(raw_cpu)
 
     c = manifest["counts"]
@@ -131,6 +134,9 @@ def main(argv=None) -> int:
     print(f"  wall time:  pipeline / raw teacher - 1 = {wall / raw_time - 1:6.1%}")
     print(f"  CPU time:   pipeline / raw teacher - 1 = {best_cpu / raw_cpu - 1:6.1%}  ({best_cpu:.3f} s vs {raw_cpu:.3f} s; "
           "less sensitive to other processes on a shared machine)")
+    ratios = sorted(c / r - 1 for c, r in zip(pipe_cpus, raw_cpus))
+    print(f"  CPU time, each repeat against the raw run just before it: median {np.median(ratios):6.1%}  "
+          f"({', '.join(f'{x:.1%}' for x in ratios)})")
     print(f"  same run:   non-teacher steps / the pipeline's own teacher time = {(wall - stages['teacher']) / stages['teacher']:6.1%}")
     print("breakdown (s, % of pipeline wall time):")
     for k in STAGES + ("write", "other"):
