@@ -40,6 +40,10 @@ class FlowMapConfig:
     Poses:
       procrustes_points: pixels per pair used by Procrustes, evenly spaced over the flattened
         image (FlowMap: 1000 for the CNN; None = every pixel, FlowMap's explicit-depth setting).
+      procrustes_mask: multiply the Procrustes (and soft-min) weights by the validity of each
+        backward correspondence: target inside the frame and forward-backward consistent
+        (`inputs.procrustes_validity`). A departure from FlowMap, which relies on the learned
+        weights alone; off reproduces FlowMap.
     Intrinsics (one shared pinhole, principal point at the centre; focal in units of
     f_px / sqrt(H W), FlowMap's unit):
       focal_min, focal_max, focal_candidates: the soft-min candidates (0.5, 2.0, 60).
@@ -68,6 +72,7 @@ class FlowMapConfig:
     weight_clip: float = 1e-4
     explicit_weight_sensitivity: float = 100.0
     procrustes_points: int | None = 1000
+    procrustes_mask: bool = True
     focal_min: float = 0.5
     focal_max: float = 2.0
     focal_candidates: int = 60

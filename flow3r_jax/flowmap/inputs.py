@@ -13,6 +13,10 @@ displacement on the source frame's grid. For F frames of H x W pixels:
     base_depth    float32 (F, H, W)      depth to refine around, e.g. Flow3r's (optional)
     focal         float32 ()             known focal in FlowMap units f_px / sqrt(H W) (optional;
                                          replaces the soft-min and the free focal)
+    valid_bw      float32 (F-1, H, W)    1 where the backward flow i + 1 -> i is usable for
+                                         Procrustes: it lands inside frame i and passes the
+                                         forward-backward check (`procrustes_validity`;
+                                         computed from the flows when None)
 
 Optional fields are None (an empty pytree), so a `SceneInputs` with or without them is a valid
 `jax.vmap` / `jax.jit` argument; `stack_scenes` stacks several scenes of one shape for vmap.
@@ -29,7 +33,7 @@ import numpy as np
 
 from flow3r_jax.flowmap.losses import photometric_mask
 
-__all__ = ["SceneInputs", "make_scene_inputs", "consecutive_flows", "stack_scenes", "InputError"]
+__all__ = ["SceneInputs", "make_scene_inputs", "procrustes_validity", "consecutive_flows", "stack_scenes", "InputError"]
 
 
 class InputError(ValueError):
@@ -46,6 +50,7 @@ class SceneInputs(NamedTuple):
     track_visible: jax.Array | None = None
     base_depth: jax.Array | None = None
     focal: jax.Array | None = None
+    valid_bw: jax.Array | None = None
 
     @property
     def num_frames(self) -> int:
@@ -58,6 +63,20 @@ class SceneInputs(NamedTuple):
     @property
     def has_tracks(self) -> bool:
         return self.track_xy is not None and self.track_xy.shape[-2] > 0
+
+
+def procrustes_validity(flow_fw: jax.Array, flow_bw: jax.Array) -> jax.Array:
+    """(F-1, H, W) float32: 1 where frame i + 1's backward flow lands inside frame i and agrees
+    with the forward flow there (`geometry.forward_backward_mask`, alpha 0.01, beta 0.5 px^2).
+
+    Procrustes takes frame i's surface at the backward-flow target; where the target leaves the
+    image (border padding) or is occluded (the surface there is another one) that point is an
+    outlier, and with the correspondence weights still uniform at the start such outliers bias
+    every pose. On the held-back synthetic scenes with exact depth, flow and focal, masking them
+    takes the Procrustes trajectory error from 1.6-15% of the extent to 0.2-2%."""
+    from flow3r_jax.geometry import forward_backward_mask
+
+    return forward_backward_mask(flow_bw, flow_fw).astype(jnp.float32)
 
 
 def _check(name, a, shape, dtype=np.float32):
@@ -123,7 +142,8 @@ def make_scene_inputs(
         if not (math.isfinite(focal) and focal > 0):
             raise InputError(f"SceneInputs.focal: must be positive, got {focal!r}")
         focal = jnp.asarray(focal, jnp.float32)
-    return SceneInputs(images, flow_fw, flow_bw, mask_fw, mask_bw, track_xy, track_visible, base_depth, focal)
+    valid_bw = procrustes_validity(flow_fw, flow_bw)
+    return SceneInputs(images, flow_fw, flow_bw, mask_fw, mask_bw, track_xy, track_visible, base_depth, focal, valid_bw)
 
 
 def consecutive_flows(pairs: np.ndarray, flows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -37,7 +37,7 @@ import optax
 from flax import nnx
 
 from flow3r_jax.flowmap.config import FlowMapConfig
-from flow3r_jax.flowmap.inputs import SceneInputs
+from flow3r_jax.flowmap.inputs import SceneInputs, procrustes_validity
 from flow3r_jax.flowmap.intrinsics import focal_candidates, intrinsics_from_normalized_focal, softmin_focal
 from flow3r_jax.flowmap.losses import flow_loss, pose_induced_flows, track_loss
 from flow3r_jax.flowmap.model import FlowMapModel
@@ -187,10 +187,22 @@ def _softmin_pixels(st: _Static, key) -> jax.Array:
     return jnp.asarray(st.soft_perm)[(offset + jnp.arange(st.soft_points)) % n]
 
 
-def _softmin(model: FlowMapModel, cfg, st: _Static, depth, features, inputs: SceneInputs, key):
+def _validity(cfg: FlowMapConfig, inputs: SceneInputs) -> jax.Array | None:
+    """(F-1, H*W) Procrustes validity of the backward correspondences, or None (unmasked)."""
+    if not cfg.procrustes_mask:
+        return None
+    valid = inputs.valid_bw if inputs.valid_bw is not None else procrustes_validity(inputs.flow_fw, inputs.flow_bw)
+    valid = valid.reshape(valid.shape[0], -1)
+    # A pair with no valid correspondence at all (flow of another video, say) keeps its weights.
+    return jnp.where(jnp.sum(valid, axis=1, keepdims=True) > 0, valid, 1.0)
+
+
+def _softmin(model: FlowMapModel, cfg, st: _Static, depth, features, inputs: SceneInputs, key, valid=None):
     idx = _softmin_pixels(st, key)
     feats = None if features is None else features[:2]
     w = model.weights(feats, inputs.flow_bw[:1], idx)[0]
+    if valid is not None:
+        w = w * valid[0, idx]
     focal, _ = softmin_focal(depth[:2], inputs.flow_bw[0], w, idx, jnp.asarray(st.candidates), cfg.softmin_temperature)
     return focal
 
@@ -214,6 +226,9 @@ def forward(
     # are, not gathered with an identity index (whose gradient XLA makes a scatter, ~5 ms each).
     proc_idx = slice(None) if len(st.proc_idx) == H * W else jnp.asarray(st.proc_idx)
     weights = model.weights(features, inputs.flow_bw, proc_idx)
+    valid = _validity(cfg, inputs)
+    if valid is not None:
+        weights = weights * valid[:, proc_idx]
     step_key = jax.random.fold_in(key, step)
 
     if inputs.focal is not None:  # known intrinsics
@@ -224,10 +239,10 @@ def forward(
         focal, soft = jax.lax.cond(
             step >= cfg.focal_regression_after,
             lambda: (focal_param, jnp.full((), jnp.nan, jnp.float32)),
-            lambda: (lambda f: (f, f))(_softmin(model, cfg, st, depth, features, inputs, step_key)),
+            lambda: (lambda f: (f, f))(_softmin(model, cfg, st, depth, features, inputs, step_key, valid)),
         )
     else:
-        focal = soft = _softmin(model, cfg, st, depth, features, inputs, step_key)
+        focal = soft = _softmin(model, cfg, st, depth, features, inputs, step_key, valid)
 
     K = intrinsics_from_normalized_focal(focal, H, W)
     points = unproject_depth(depth, K)

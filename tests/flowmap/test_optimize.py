@@ -81,3 +81,21 @@ def test_run_ending_at_the_focal_switch_uses_the_window_mean(tiny_scene):
     focal = np.asarray(result.history.focal)
     np.testing.assert_allclose(np.asarray(result.focal), focal[1:3].mean(), rtol=1e-6)
     assert np.all(np.isfinite(np.asarray(result.poses))) and np.all(np.isfinite(np.asarray(result.intrinsics)))
+
+
+def test_procrustes_mask_multiplies_the_weights_and_off_is_flowmap(tiny_scene):
+    """With the mask on, the poses are those of the learned weights times the validity; an
+    all-ones validity gives exactly FlowMap's unmasked step (procrustes_mask=False)."""
+    inputs = _inputs(tiny_scene, tracks=False)
+    F, H, W = inputs.images.shape[:3]
+    graphdef, _ = abstract_model(SHORT, F, (H, W))
+    params = init_params(SHORT, F, (H, W), jax.random.key(0))
+    args = (graphdef, SHORT, params, jnp.float32(1.0), inputs, jnp.int32(0), jax.random.key(1))
+    _, (_, _, _, masked, _, w) = forward(*args)
+    unmasked_cfg = FlowMapConfig(**{**SHORT.__dict__, "procrustes_mask": False})
+    _, (_, _, _, plain, _, w_plain) = forward(graphdef, unmasked_cfg, *args[2:])
+    ones = inputs._replace(valid_bw=jnp.ones_like(inputs.valid_bw))
+    _, (_, _, _, all_valid, _, _) = forward(graphdef, SHORT, params, jnp.float32(1.0), ones, jnp.int32(0), jax.random.key(1))
+    np.testing.assert_allclose(np.asarray(all_valid), np.asarray(plain), atol=1e-6)
+    assert float(jnp.mean(inputs.valid_bw)) < 1.0  # this scene has invalid correspondences ...
+    assert np.abs(np.asarray(masked) - np.asarray(plain)).max() > 1e-4  # ... and the mask changes the poses

@@ -54,3 +54,26 @@ def test_procrustes_from_exact_depth_and_flow_recovers_poses():
     err_w = np.linalg.norm(np.asarray(rel)[:, :3, 3] - gt_rel[:, :3, 3], axis=-1).mean()
     err_u = np.linalg.norm(np.asarray(rel_u)[:, :3, 3] - gt_rel[:, :3, 3], axis=-1).mean()
     assert err_w < err_u
+
+
+def test_procrustes_validity_from_the_flows_alone_removes_the_outliers():
+    """`procrustes_validity` needs no ground truth: target inside the frame and forward-backward
+    consistent. Where it says valid the exact covisibility agrees, and Procrustes with it
+    (exact depth and flow, uniform learned weights as at the start of a run) is far closer to
+    the truth than with every pixel."""
+    from flow3r_jax.flowmap.inputs import procrustes_validity
+
+    clip = exact_scene(height=96, width=128, frames=6, seed=3, flow_px=(3.0, 6.0))
+    F, H, W = clip["depth"].shape
+    valid = np.asarray(procrustes_validity(jnp.asarray(clip["flow_fw"]), jnp.asarray(clip["flow_bw"]))) > 0
+    assert 0.5 < valid.mean() < 1.0  # the scene has occlusions / out-of-frame motion to remove
+    assert (clip["cov_bw"][valid]).mean() > 0.99  # valid pixels are truly covisible
+    K = jnp.asarray(clip["intrinsics"][0])
+    points = unproject_depth(jnp.asarray(clip["depth"]), K)
+    idx = jnp.arange(H * W)
+    gt_rel = np.asarray(relative_pose(jnp.asarray(clip["poses"][:-1]), jnp.asarray(clip["poses"][1:])))
+    errors = {}
+    for name, w in (("valid", valid.astype(np.float32)), ("uniform", np.ones((F - 1, H, W), np.float32))):
+        rel = np.asarray(relative_poses(points, jnp.asarray(clip["flow_bw"]), jnp.asarray(w.reshape(F - 1, -1)), idx))
+        errors[name] = np.linalg.norm(rel[:, :3, 3] - gt_rel[:, :3, 3], axis=-1).mean() / np.linalg.norm(gt_rel[:, :3, 3], axis=-1).mean()
+    assert errors["valid"] < 0.1 and errors["valid"] < 0.3 * errors["uniform"], errors  # measured 0.07 vs 0.35
