@@ -97,7 +97,7 @@ def main():
     timer.wrap(records.UnlabeledClip, "decode_frames", "decode")
     timer.wrap(records.LabeledClip, "decode_flow", "decode")
     timer.wrap(records.UnlabeledClip, "decode_flow", "decode")
-    for name in ("warp_frames", "warp_flow", "warp_depth", "warp_intrinsics", "apply_colour", "keep_landing_inside"):
+    for name in ("warp_frame", "warp_flow", "warp_depth", "warp_intrinsics", "keep_landing_inside"):
         timer.wrap(sample_mod, name, "transform")
 
     it = iter(build_dataset(config(labeled, unlabeled, args.zoom), 0, 1))

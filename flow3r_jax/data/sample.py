@@ -31,7 +31,7 @@ import numpy as np
 
 from flow3r_jax.data import records
 from flow3r_jax.data.sampling import choose_frames, choose_pairs
-from flow3r_jax.data.transforms import apply_colour, colour_params, keep_landing_inside, plan_resize_crop, warp_depth, warp_flow, warp_frames, warp_intrinsics
+from flow3r_jax.data.transforms import colour_params, keep_landing_inside, plan_resize_crop, warp_depth, warp_flow, warp_frame, warp_intrinsics
 
 __all__ = ["SampleConfig", "make_sample", "sample_spec"]
 
@@ -115,29 +115,18 @@ def make_sample(record: bytes, cfg: SampleConfig, rng: np.random.Generator, sour
     spec = sample_spec(cfg)
     # Small fields start zeroed; the large ones are written in place (no zero-fill, no stacking).
     out = {name: np.zeros(shape, dtype) for name, (shape, dtype) in spec.items() if name not in ("images", "flow", "covisible", "depth", "valid")}
-    crop_only = (t.resized_h, t.resized_w) == (t.in_h, t.in_w)
     jitter = colour_params(rng, cfg.colour) if cfg.train and cfg.colour > 0 else None
-    if crop_only:  # the common case (records stored near training size): decode, crop and colour in one pass
-        images = np.empty(spec["images"][0], np.uint8)
-        for k, f in enumerate(frames):
-            window = clip.decode_frame(int(f))[t.y0 : t.y0 + H, t.x0 : t.x0 + W]
-            if jitter is None:
-                images[k] = window
-            else:
-                apply_colour(window, jitter, images[k])
-    else:
-        images = warp_frames(clip.decode_frames(frames), t)
-        if jitter is not None:
-            warped, images = images, np.empty_like(images)
-            for k in range(N):
-                apply_colour(warped[k], jitter, images[k])
+    images = np.empty(spec["images"][0], np.uint8)
+    for k, f in enumerate(frames):  # decoded one at a time, resized / cropped / coloured into place
+        warp_frame(clip.decode_frame(int(f)), t, images[k], jitter)
     out["images"] = images
     out["pairs"], out["pair_valid"] = pairs, pair_valid
     flow, covisible = np.empty(spec["flow"][0], np.float32), np.empty(spec["covisible"][0], np.bool_)
+    rows, cols = t.window
     for s in range(S):
         if pair_valid[s] and index[s] >= 0:
-            if crop_only:  # decoded straight into the sample's slot, then the landing test
-                clip.decode_flow(int(index[s]), crop=(t.y0, t.x0, H, W), out=flow[s], mask_out=covisible[s])
+            if t.crop_only:  # the codec decodes the window straight into the sample's slot
+                clip.decode_flow(int(index[s]), crop=(rows.start, cols.start, H, W), out=flow[s], mask_out=covisible[s])
                 keep_landing_inside(flow[s], covisible[s])
             else:
                 flow[s], covisible[s] = warp_flow(*clip.decode_flow(int(index[s])), t)
@@ -147,16 +136,9 @@ def make_sample(record: bytes, cfg: SampleConfig, rng: np.random.Generator, sour
     out["flow"], out["covisible"] = flow, covisible
     out["poses"][:] = np.eye(4, dtype=np.float32)
     if labeled:
-        if crop_only:  # each chosen frame's window copied once
-            depth, valid = np.empty(spec["depth"][0], np.float32), np.empty(spec["valid"][0], np.bool_)
-            rows, cols = slice(t.y0, t.y0 + H), slice(t.x0, t.x0 + W)
-            for k, f in enumerate(frames):
-                depth[k] = clip.depth[f, rows, cols]
-                np.logical_and(clip.valid[f, rows, cols], depth[k] > 0, out=valid[k])
-            out["depth"], out["valid"] = depth, valid
-        else:
-            depth = clip.depth[frames]
-            out["depth"], out["valid"] = warp_depth(depth, clip.valid[frames] & (depth > 0), t)
+        depth, valid = warp_depth(clip.depth, clip.valid, t, frames)
+        valid &= depth > 0  # nearest resampling picks one source pixel for both: same as before
+        out["depth"], out["valid"] = depth, valid
         out["intrinsics"] = warp_intrinsics(clip.intrinsics[frames], t)
         out["poses"] = clip.poses[frames].astype(np.float32)
         out["high_quality"] = np.bool_(clip.high_quality)

@@ -27,6 +27,7 @@ import numpy as np
 __all__ = [
     "ResizeCrop",
     "plan_resize_crop",
+    "warp_frame",
     "warp_frames",
     "warp_intrinsics",
     "warp_depth",
@@ -64,6 +65,16 @@ class ResizeCrop:
     def sy(self) -> float:
         return self.resized_h / self.in_h
 
+    @property
+    def crop_only(self) -> bool:
+        """No resampling: the output is a window of the input."""
+        return (self.resized_h, self.resized_w) == (self.in_h, self.in_w)
+
+    @property
+    def window(self) -> tuple[slice, slice]:
+        """(rows, cols) of the output in the resized image."""
+        return slice(self.y0, self.y0 + self.out_h), slice(self.x0, self.x0 + self.out_w)
+
 
 def plan_resize_crop(in_h: int, in_w: int, out_h: int, out_w: int, rng: np.random.Generator | None = None, max_zoom: float = 1.0) -> ResizeCrop:
     """Resize so the image covers (out_h, out_w) (times a random zoom in [1, max_zoom] when `rng`
@@ -79,14 +90,25 @@ def plan_resize_crop(in_h: int, in_w: int, out_h: int, out_w: int, rng: np.rando
     return ResizeCrop(in_h, in_w, rh, rw, x0, y0, out_h, out_w)
 
 
-def warp_frames(frames: np.ndarray, t: ResizeCrop) -> np.ndarray:
-    """uint8 (N, in_h, in_w, C) -> (N, out_h, out_w, C)."""
-    shrink = t.resized_h < t.in_h or t.resized_w < t.in_w
-    interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+def warp_frame(frame: np.ndarray, t: ResizeCrop, out: np.ndarray, colour=None) -> np.ndarray:
+    """uint8 (in_h, in_w, C) -> `out` (out_h, out_w, C): resize (area filter when shrinking),
+    crop, and the colour change of `colour_params` if given, each pixel written once."""
+    if not t.crop_only:
+        interp = cv2.INTER_AREA if t.resized_h < t.in_h or t.resized_w < t.in_w else cv2.INTER_LINEAR
+        frame = cv2.resize(frame, (t.resized_w, t.resized_h), interpolation=interp).reshape((t.resized_h, t.resized_w) + frame.shape[2:])
+    window = frame[t.window]
+    if colour is None:
+        out[...] = window
+    else:
+        apply_colour(window, colour, out)
+    return out
+
+
+def warp_frames(frames: np.ndarray, t: ResizeCrop, colour=None) -> np.ndarray:
+    """uint8 (N, in_h, in_w, C) -> (N, out_h, out_w, C) (`warp_frame` on each)."""
     out = np.empty((len(frames), t.out_h, t.out_w) + frames.shape[3:], frames.dtype)
     for k, f in enumerate(frames):
-        r = f if (t.resized_h, t.resized_w) == f.shape[:2] else cv2.resize(f, (t.resized_w, t.resized_h), interpolation=interp)
-        out[k] = r.reshape(r.shape[:2] + frames.shape[3:])[t.y0 : t.y0 + t.out_h, t.x0 : t.x0 + t.out_w]
+        warp_frame(f, t, out[k], colour)
     return out
 
 
@@ -107,17 +129,20 @@ def _source_positions(t: ResizeCrop) -> tuple[np.ndarray, np.ndarray]:
     return np.broadcast_to(x[None, :], (t.out_h, t.out_w)), np.broadcast_to(y[:, None], (t.out_h, t.out_w))
 
 
-def warp_depth(depth: np.ndarray, valid: np.ndarray, t: ResizeCrop) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest-neighbour resampling of (N, in_h, in_w) depth and validity: each new pixel takes
-    the source pixel containing its centre (no blending across depth edges)."""
-    if (t.resized_h, t.resized_w) == (t.in_h, t.in_w):  # crop only
-        sl = (slice(None), slice(t.y0, t.y0 + t.out_h), slice(t.x0, t.x0 + t.out_w))
-        return np.ascontiguousarray(depth[sl]), np.ascontiguousarray(valid[sl])
+def warp_depth(depth: np.ndarray, valid: np.ndarray, t: ResizeCrop, frames=None) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest-neighbour resampling of (K, in_h, in_w) depth and validity (of the `frames` among
+    K when given, read without copying the others): each new pixel takes the source pixel
+    containing its centre (no blending across depth edges)."""
+    frames = np.arange(len(depth)) if frames is None else np.asarray(frames).reshape(-1)
+    if t.crop_only:  # each chosen frame's window copied once
+        rows, cols = t.window
+        d = np.stack([depth[f, rows, cols] for f in frames]).astype(np.float32, copy=False)
+        return d, np.stack([valid[f, rows, cols] for f in frames]).astype(bool, copy=False)
     x, y = _source_positions(t)
     # cv2's nearest rounds (x - 0.5), i.e. picks the pixel containing x in our convention.
     mx, my = np.ascontiguousarray(x - 0.5), np.ascontiguousarray(y - 0.5)
-    d = np.stack([cv2.remap(f, mx, my, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE) for f in depth.astype(np.float32)])
-    v = np.stack([cv2.remap(f, mx, my, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE) for f in valid.astype(np.uint8)])
+    d = np.stack([cv2.remap(depth[f].astype(np.float32), mx, my, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE) for f in frames])
+    v = np.stack([cv2.remap(valid[f].astype(np.uint8), mx, my, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE) for f in frames])
     return d, v.astype(bool)
 
 
@@ -135,9 +160,9 @@ def _block_max(a: np.ndarray) -> np.ndarray:
 
 def warp_flow(flow: np.ndarray, mask: np.ndarray, t: ResizeCrop) -> tuple[np.ndarray, np.ndarray]:
     """(in_h, in_w, 2) flow + (in_h, in_w) covisibility -> (out_h, out_w, 2), (out_h, out_w)."""
-    if (t.resized_h, t.resized_w) == (t.in_h, t.in_w):  # crop only: no resampling
-        new = np.ascontiguousarray(flow[t.y0 : t.y0 + t.out_h, t.x0 : t.x0 + t.out_w], np.float32)
-        keep = mask[t.y0 : t.y0 + t.out_h, t.x0 : t.x0 + t.out_w].astype(bool)
+    if t.crop_only:  # no resampling
+        new = np.ascontiguousarray(flow[t.window], np.float32)
+        keep = mask[t.window].astype(bool)
     else:
         x, y = _source_positions(t)
         mx, my = np.ascontiguousarray(x - 0.5), np.ascontiguousarray(y - 0.5)  # cv2.remap index space
