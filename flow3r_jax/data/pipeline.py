@@ -50,6 +50,7 @@ class InputConfig:
     # Reuse freed memory instead of page-faulting ~27 MB per sample anew (glibc mallopt, process
     # wide, in this process and in Grain's workers; see `flow3r_jax.data.memory`).
     keep_freed_memory: bool = True
+    direct_reader: bool = True  # sources.open_source(direct=): read shards without ArrayRecord's copies
 
     def __post_init__(self):
         if not self.sources:
@@ -148,7 +149,7 @@ def build_dataset(cfg: InputConfig, process_index: int | None = None, process_co
         keep_freed_memory()  # before Grain starts its reader threads (one arena for all of them)
     parts, weights = [], []
     for k, (path, weight) in enumerate(cfg.sources):
-        src = open_source(path)
+        src = open_source(path, direct=cfg.direct_reader)
         ds = grain.MapDataset.source(src.records)[process_index::process_count]
         if len(ds) == 0:
             raise DatasetError(f"dataset {path}: {len(src)} records cannot feed {process_count} processes (process {process_index} gets none)")
