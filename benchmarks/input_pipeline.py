@@ -7,7 +7,7 @@ unlabeled clips (teacher flow of synthetic videos), both stored at 378x518 by `d
 
 1. One core: the Grain pipeline in the main process, one decode thread, OpenCV on one thread; the time of each
    stage is measured by wrapping the library functions the sample builder calls:
-   read (ArrayRecord lookup), decode (record parse, JPEG frames, flow codec; when the transform is
+   read (record lookup in the shard: `shard_reader`, or ArrayRecord's reader as fallback), decode (record parse, JPEG frames, flow codec; when the transform is
    a pure crop, the flow decoder writes the window straight into the sample, so the crop is
    inside "decode"), transform (resize / crop of frames, depth, intrinsics and flows; colour
    jitter; flow landing test), other (sampling, the rest of building a sample, batching, Grain).
@@ -114,7 +114,7 @@ def main():
         cpus.append(time.process_time() - c0)
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     n = args.samples * args.rounds
-    # The ArrayRecord read happens inside Grain's source access: time it apart, on the same
+    # The shard read happens inside Grain's source access: time it apart, on the same
     # records of both sources, and take it out of "other".
     srcs = [sources.open_source(labeled), sources.open_source(unlabeled)]
     t = time.perf_counter()
