@@ -67,7 +67,7 @@ def epe(a, b):
     return float(np.mean(np.linalg.norm(a - b, axis=-1)))
 
 
-def run_flowmap(scenes, flows, init, steps, seed=0):
+def run_flowmap(scenes, flows, init, steps, seed=0, overrides=None):
     import jax
 
     from flow3r_jax.flowmap import FlowMapConfig, init_params, load_init, make_scene_inputs, optimize_scenes, stack_scenes
@@ -77,12 +77,12 @@ def run_flowmap(scenes, flows, init, steps, seed=0):
     S = len(scenes)
     keys = jax.random.split(jax.random.key(seed), S)
     if init == "random":
-        cfg = FlowMapConfig(steps=steps, progress_every=50)
+        cfg = FlowMapConfig(steps=steps, progress_every=50, **(overrides or {}))
         params = None
     else:
         from flow3r_jax.flowmap.weights import DEFAULT_INIT
 
-        state, cfg = load_init(DEFAULT_INIT if init == "pretrained" else init, FlowMapConfig(steps=steps, progress_every=50))
+        state, cfg = load_init(DEFAULT_INIT if init == "pretrained" else init, FlowMapConfig(steps=steps, progress_every=50, **(overrides or {})))
         params = init_params(cfg, F, (H, W), pretrained=state)
     t0 = time.time()
     last = [0.0]
@@ -184,7 +184,13 @@ def main(argv=None):
     p.add_argument("--init", default="pretrained", help="initialisation file for the 'pretrained' runs (default: the shipped one)")
     p.add_argument("--runs", default="exact/pretrained,teacher/pretrained,exact/random,teacher/random,pycolmap")
     p.add_argument("--json", default=None)
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate of the model (default: FlowMap's 3e-5)")
+    p.add_argument("--focal-lr", type=float, default=None, help="learning rate of the free focal (default: --lr, as FlowMap)")
+    p.add_argument("--focal-after", type=int, default=None, help="step of the switch to the free focal (default: FlowMap's 1000)")
     args = p.parse_args(argv)
+    overrides = {k: v for k, v in (("lr", args.lr), ("focal_lr", args.focal_lr), ("focal_regression_after", args.focal_after)) if v is not None}
+    if overrides:
+        print(f"FlowMapConfig overrides: {overrides}")
     H, W = (int(v) for v in args.size.lower().split("x"))
     runs = args.runs.split(",")
 
@@ -217,7 +223,7 @@ def main(argv=None):
         flow_name, init = run.split("/")
         flows = exact if flow_name == "exact" else teacher
         print(f"run {run}:", flush=True)
-        res, seconds = run_flowmap(scenes, flows, args.init if init == "pretrained" else "random", args.steps)
+        res, seconds = run_flowmap(scenes, flows, args.init if init == "pretrained" else "random", args.steps, overrides=overrides)
         results[run] = score_flowmap(res, scenes, args.steps)
         print(f"  {run}: {seconds:.0f} s for {len(scenes)} scenes x {args.steps} steps (vmapped, incl. compilation)")
     print()

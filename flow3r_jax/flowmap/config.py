@@ -24,7 +24,10 @@ class FlowMapConfig:
 
     Optimisation:
       steps: Adam steps (FlowMap: 2000).
-      lr: Adam learning rate (FlowMap: 3e-5), for every parameter including the free focal.
+      lr: Adam learning rate of the model parameters (FlowMap: 3e-5).
+      focal_lr: Adam learning rate of the stage-2 free focal (None: `lr`, as in FlowMap, where
+        the focal then moves by at most ~lr per step: 3% in 1000 steps, too little to undo a
+        soft-min error of 10-20%).
     Depth:
       depth: "cnn" (default; depth = exp(raw) + 0.01, or base_depth * exp(raw) when a base
         depth such as Flow3r's is given) or "explicit" (per-pixel depth values, an ablation).
@@ -63,6 +66,7 @@ class FlowMapConfig:
 
     steps: int = 2000
     lr: float = 3e-5
+    focal_lr: float | None = None
     depth: str = "cnn"
     cnn_widths: tuple[int, int, int] = (24, 48, 96)
     feature_dim: int = 32
@@ -103,6 +107,8 @@ class FlowMapConfig:
                 f"FlowMapConfig.focal_regression_after={self.focal_regression_after} must be >= "
                 f"focal_regression_window={self.focal_regression_window}"
             )
+        if self.focal_lr is not None and not self.focal_lr > 0:
+            raise ValueError(f"FlowMapConfig.focal_lr: must be None or positive, got {self.focal_lr!r}")
         if self.fixed_focal is not None and not self.fixed_focal > 0:
             raise ValueError(f"FlowMapConfig.fixed_focal: must be positive, got {self.fixed_focal!r}")
         object.__setattr__(self, "cnn_widths", tuple(int(c) for c in self.cnn_widths))

@@ -123,13 +123,14 @@ def init_params(
     return params
 
 
-def _optimizer(cfg: FlowMapConfig) -> optax.GradientTransformation:
-    return optax.adam(cfg.lr)  # torch defaults: betas (0.9, 0.999), eps 1e-8
+def _optimizer(cfg: FlowMapConfig, focal: bool = False) -> optax.GradientTransformation:
+    lr = cfg.focal_lr if focal and cfg.focal_lr is not None else cfg.lr
+    return optax.adam(lr)  # torch defaults: betas (0.9, 0.999), eps 1e-8
 
 
 def _initial_state(cfg: FlowMapConfig, params: nnx.State) -> RunState:
     focal = jnp.zeros((), jnp.float32)
-    return RunState(params, _optimizer(cfg).init(params), focal, _optimizer(cfg).init(focal), jnp.zeros((), jnp.float32))
+    return RunState(params, _optimizer(cfg).init(params), focal, _optimizer(cfg, focal=True).init(focal), jnp.zeros((), jnp.float32))
 
 
 # ---------------------------------------------------------------------------- progress
@@ -263,13 +264,13 @@ def forward(
 
 
 def _train_step(graphdef, cfg: FlowMapConfig, inputs: SceneInputs, key, state: RunState, step):
-    opt = _optimizer(cfg)
+    opt, focal_opt = _optimizer(cfg), _optimizer(cfg, focal=True)
     after = cfg.focal_regression_after if cfg.regression_active and inputs.focal is None else None
     focal_param, focal_adam = state.focal, state.focal_adam
     if after is not None:
         switch = step == after
         focal_param = jnp.where(switch, state.window_sum / cfg.focal_regression_window, focal_param)
-        fresh = opt.init(focal_param)
+        fresh = focal_opt.init(focal_param)
         focal_adam = jax.tree.map(lambda a, b: jnp.where(step <= after, a, b), fresh, focal_adam)
 
     grad_fn = jax.value_and_grad(forward, argnums=(2, 3), has_aux=True)
@@ -279,7 +280,7 @@ def _train_step(graphdef, cfg: FlowMapConfig, inputs: SceneInputs, key, state: R
 
     window_sum = state.window_sum
     if after is not None:
-        f_updates, f_adam = opt.update(g_focal, focal_adam, focal_param)
+        f_updates, f_adam = focal_opt.update(g_focal, focal_adam, focal_param)
         stage2 = step >= after
         focal_param = jnp.where(stage2, optax.apply_updates(focal_param, f_updates), focal_param)
         focal_adam = jax.tree.map(lambda new, old: jnp.where(stage2, new, old), f_adam, focal_adam)

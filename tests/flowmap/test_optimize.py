@@ -99,3 +99,17 @@ def test_procrustes_mask_multiplies_the_weights_and_off_is_flowmap(tiny_scene):
     np.testing.assert_allclose(np.asarray(all_valid), np.asarray(plain), atol=1e-6)
     assert float(jnp.mean(inputs.valid_bw)) < 1.0  # this scene has invalid correspondences ...
     assert np.abs(np.asarray(masked) - np.asarray(plain)).max() > 1e-4  # ... and the mask changes the poses
+
+
+def test_focal_lr_sets_the_free_focal_step_only(tiny_scene, separate_runs):
+    """`focal_lr` gives the stage-2 focal its own Adam learning rate: its first steps move it by
+    about focal_lr (fresh Adam state), while everything before the switch, and the model's own
+    learning rate, stay FlowMap's (the same history as the run without it up to the switch)."""
+    cfg = SHORT.replace(focal_lr=1e-2)
+    result = optimize_scene(_inputs(tiny_scene), cfg, key=0)
+    focal, base = np.asarray(result.history.focal), np.asarray(separate_runs[0].history.focal)
+    np.testing.assert_allclose(focal[:4], base[:4], rtol=1e-6)  # soft-min steps and the switch value
+    np.testing.assert_allclose(np.asarray(result.history.loss)[:4], np.asarray(separate_runs[0].history.loss)[:4], rtol=1e-5)
+    np.testing.assert_allclose(abs(focal[4] - focal[3]), 1e-2, rtol=0.05)
+    np.testing.assert_allclose(abs(focal[5] - focal[4]), 1e-2, rtol=0.2)
+    assert abs(base[4] - base[3]) < 2 * SHORT.lr  # without it: steps of about lr
