@@ -187,8 +187,11 @@ class DirectShardSource:
         if self._pid != os.getpid():  # forked: the parent's descriptors share file offsets; reopen
             self._fds, self._pid = {}, os.getpid()
         fd = self._fds.get(s)
-        if fd is None:
-            fd = self._fds[s] = os.open(self.paths[s], os.O_RDONLY)
+        if fd is None:  # two threads may race here: keep the first descriptor, close the other
+            fresh = os.open(self.paths[s], os.O_RDONLY)
+            fd = self._fds.setdefault(s, fresh)
+            if fd != fresh:
+                os.close(fresh)
         return fd
 
     def __getitem__(self, index: int) -> bytearray:
