@@ -156,9 +156,7 @@ def open_shard_index(path: str, num_records: int) -> ShardIndex:
                 if after - at != sizes_size or size != decoded or at + sizes_size + size != data_size:
                     raise ShardLayoutError(f"{path}: chunk at byte {pos} has inconsistent sizes")
                 offset = at + sizes_size  # payload bytes before the value
-                starts[k] = _add_with_overhead(data_begin, offset)
-                if starts[k] % BLOCK == 0 and size > 0:
-                    starts[k] += BLOCK_HEADER
+                starts[k] = _add_with_overhead(data_begin, offset)  # past a block header it lands on
                 sizes[k] = size
                 k += 1
             elif chunk_type not in (ord("s"), ord("m"), ord("p")):

@@ -54,6 +54,16 @@ def _fail(path: str, msg: str):
     raise DatasetError(f"dataset {path}: {msg}")
 
 
+def _num_records(shard: str) -> int:
+    from array_record.python.array_record_module import ArrayRecordReader
+
+    reader = ArrayRecordReader(shard, "readahead_buffer_size:0")
+    try:
+        return reader.num_records()
+    finally:
+        reader.close()
+
+
 def open_source(path: str, direct: bool = True) -> ClipSource:
     manifest_path = os.path.join(path, "manifest.json")
     if not os.path.isdir(path):
@@ -91,20 +101,16 @@ def open_source(path: str, direct: bool = True) -> ClipSource:
         _fail(path, f"missing shard file(s): {missing[:5]}")
     if not files:
         _fail(path, "contains no records")
-    source = grain.sources.ArrayRecordDataSource(files)
+    counts = [_num_records(f) for f in files]
     expected = sum(s["records"] for s in shards)
-    if len(source) != expected:
-        _fail(path, f"shards hold {len(source)} records, the manifest says {expected} (truncated or replaced shard?)")
+    if sum(counts) != expected:
+        _fail(path, f"shards hold {sum(counts)} records, the manifest says {expected} (truncated or replaced shard?)")
+    source = None
     if direct:
-        from array_record.python.array_record_module import ArrayRecordReader
-
-        counts = []
-        for f in files:
-            reader = ArrayRecordReader(f, "readahead_buffer_size:0")
-            counts.append(reader.num_records())
-            reader.close()
         try:
             source = DirectShardSource(files, counts)
         except ShardLayoutError as err:
             logging.getLogger(__name__).warning("dataset %s: reading with ArrayRecord's reader (%s)", path, err)
+    if source is None:
+        source = grain.sources.ArrayRecordDataSource(files)
     return ClipSource(path, manifest.get("name", os.path.basename(path)), kind, manifest, source)

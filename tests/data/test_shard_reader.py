@@ -145,3 +145,21 @@ def test_grain_worker_process_reads_the_same(datasets):
 
     worker, local = take(1), take(0)
     assert all(np.array_equal(a[k], b[k]) for a, b in zip(worker, local) for k in a)
+
+
+def test_record_count_mismatch_names_the_dataset(datasets, tmp_path):
+    """A shard replaced by one with another record count fails at open, for both readers."""
+    import json
+
+    from flow3r_jax.data.sources import DatasetError
+
+    ds = tmp_path / "replaced"
+    shutil.copytree(datasets["labeled"], ds)
+    shard = next(os.path.join(ds, n) for n in os.listdir(ds) if ".array_record" in n)
+    records = _official(shard)
+    os.remove(shard)
+    _write(shard, records[:-1])
+    for direct in (True, False):
+        with pytest.raises(DatasetError, match=f"{ds}.*shards hold {len(records) - 1} records, the manifest says {len(records)}"):
+            open_source(str(ds), direct=direct)
+    assert json.loads((ds / "manifest.json").read_text())["counts"]["written"] == len(records)
