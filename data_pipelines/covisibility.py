@@ -106,11 +106,15 @@ def reverse_index(pairs: np.ndarray) -> np.ndarray:
     return np.array([row[(int(j), int(i))] for i, j in pairs], np.int64)
 
 
-def covisibility_masks(flows: np.ndarray, pairs: np.ndarray, alpha: float = ALPHA, beta: float = BETA) -> np.ndarray:
-    """Covisibility (P, H, W) bool of flows (P, H, W, 2) for `pairs` (P, 2) closed under reversal."""
+def covisibility_masks(flows: np.ndarray, pairs: np.ndarray, alpha: float = ALPHA, beta: float = BETA, out: np.ndarray | None = None) -> np.ndarray:
+    """Covisibility (P, H, W) bool of flows (P, H, W, 2) for `pairs` (P, 2) closed under reversal,
+    written into `out` (a (P, H, W) bool array) when given."""
     flows = np.asarray(flows, np.float32)
     rev = reverse_index(pairs)
-    out = np.empty(flows.shape[:3], bool)
+    if out is None:
+        out = np.empty(flows.shape[:3], bool)
+    elif out.dtype != np.bool_ or out.shape != flows.shape[:3]:
+        raise ValueError(f"covisibility_masks: out must be bool {flows.shape[:3]}, got {out.dtype} {out.shape}")
     for p in range(len(pairs)):
         fb_mask(flows[p], flows[rev[p]], alpha, beta, out=out[p])
     return out

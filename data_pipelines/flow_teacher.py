@@ -101,15 +101,22 @@ def get_teacher(name: str = "dis", **kwargs) -> FlowTeacher:
     return _REGISTRY[name](**kwargs)
 
 
-def compute_pair_flows(teacher: FlowTeacher, frames: np.ndarray, pairs: np.ndarray, batch_size: int = 8) -> TeacherOutput:
+def compute_pair_flows(teacher: FlowTeacher, frames: np.ndarray, pairs: np.ndarray, batch_size: int = 8, out: np.ndarray | None = None) -> TeacherOutput:
     """Flow for each (i, j) of `pairs` (P, 2) between frames (K, H, W, 3) uint8, in batches.
 
+    `out`, a float32 (P, H, W, 2) array, receives the flows when given (a worker reuses one
+    buffer across videos instead of faulting in hundreds of MB of fresh pages per clip).
     Raises TeacherError naming the pair batch on any teacher exception or malformed output
     (wrong shape, non-finite values)."""
     pairs = np.asarray(pairs)
     P = len(pairs)
     H, W = frames.shape[1:3]
-    flows = np.empty((P, H, W, 2), np.float32)
+    if out is None:
+        flows = np.empty((P, H, W, 2), np.float32)
+    elif out.dtype != np.float32 or out.shape != (P, H, W, 2):
+        raise ValueError(f"compute_pair_flows: out must be float32 {(P, H, W, 2)}, got {out.dtype} {out.shape}")
+    else:
+        flows = out
     conf = None
     for start in range(0, P, batch_size):
         chunk = pairs[start : start + batch_size]

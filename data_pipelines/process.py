@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 import traceback
 
@@ -122,6 +123,24 @@ def _teacher(cfg: PipelineConfig):
     return _TEACHERS[key]
 
 
+_BUFFERS = threading.local()
+
+
+def _buffer(name: str, shape: tuple, dtype) -> np.ndarray:
+    """This thread's reusable work array `name` of `shape` (reallocated when the shape changes).
+
+    A clip's flows are hundreds of MB (162 pairs at 378x672: 330 MB); allocating them per video
+    faults in fresh pages every time, which costs as much as a tenth of the teacher on a VM whose
+    host reclaims freed guest memory. The arrays never leave `process_video` (the record holds
+    encoded bytes), so one per worker thread is safe."""
+    cached = getattr(_BUFFERS, name, None)
+    if cached is None or cached.shape != tuple(shape) or cached.dtype != np.dtype(dtype):
+        setattr(_BUFFERS, name, None)  # drop the old one before allocating the new one
+        cached = np.empty(shape, dtype)
+        setattr(_BUFFERS, name, cached)
+    return cached
+
+
 def _local_copy(path: str):
     """A local path for `path` (a copy in a temp dir for remote URIs such as gs://), and the temp dir."""
     if "://" not in path:
@@ -216,10 +235,11 @@ def process_video(path: str, cfg: PipelineConfig = PipelineConfig(), key: str | 
         clip = sample_clip(local, cfg.ingest())
         timings.update(clip.timings)
         pairs = make_pairs(cfg.frames, cfg.offsets)
+        P, (H, W) = len(pairs), clip.frames.shape[1:3]
         with _Stage(timings, state, "teacher"):
-            out = compute_pair_flows(teacher, clip.frames, pairs, batch_size=cfg.teacher_batch)
+            out = compute_pair_flows(teacher, clip.frames, pairs, batch_size=cfg.teacher_batch, out=_buffer("flows", (P, H, W, 2), np.float32))
         with _Stage(timings, state, "covisibility"):
-            covisible = covisibility_masks(out.flow, pairs, cfg.alpha, cfg.beta)
+            covisible = covisibility_masks(out.flow, pairs, cfg.alpha, cfg.beta, out=_buffer("covisible", (P, H, W), np.bool_))
             if out.confidence is not None:
                 covisible &= out.confidence >= cfg.min_confidence
         with _Stage(timings, state, "tracks"):

@@ -65,6 +65,44 @@ def test_unlabeled_record_contents(pipe_videos):
     assert process_video(path, CFG, key="scene_0002/video.mp4").record == res.record
 
 
+def test_reused_work_buffers_carry_nothing_between_videos(pipe_videos, monkeypatch):
+    """process_video keeps its flow / mask arrays per worker thread across videos: a video's
+    record must not depend on what the buffers held before (another video, another size)."""
+    import threading
+
+    from data_pipelines import process
+
+    a, b = pipe_videos[1][0], pipe_videos[1][3]
+    monkeypatch.setattr(process, "_BUFFERS", threading.local())
+    fresh = process_video(a, CFG).record
+    flows = process._BUFFERS.flows
+    assert flows.shape == (len(make_pairs(6, (1, 2))), 96, 128, 2)
+    other = process_video(b, CFG).record  # same shapes: the same arrays, overwritten
+    assert process._BUFFERS.flows is flows and other != fresh
+    assert process_video(a, CFG).record == fresh
+    process_video(b, PipelineConfig(frames=5, offsets=(1, 3), max_pixels=100_000))  # other shapes: reallocated
+    assert process._BUFFERS.flows.shape == (len(make_pairs(5, (1, 3))), 96, 128, 2)
+    assert process_video(a, CFG).record == fresh
+
+
+def test_compute_pair_flows_into_a_given_array(pipe_clips):
+    frames = pipe_clips[0]["images"][:4]
+    pairs = make_pairs(4, (1,))
+    plain = compute_pair_flows(DISTeacher(), frames, pairs).flow
+    out = np.full((len(pairs),) + frames.shape[1:3] + (2,), np.nan, np.float32)
+    res = compute_pair_flows(DISTeacher(), frames, pairs, out=out)
+    assert res.flow is out
+    np.testing.assert_array_equal(out, plain)
+    masks = covisibility_masks(plain, pairs)
+    into = np.zeros(masks.shape, bool)
+    assert covisibility_masks(plain, pairs, out=into) is into
+    np.testing.assert_array_equal(into, masks)
+    with pytest.raises(ValueError, match="out must be float32"):
+        compute_pair_flows(DISTeacher(), frames, pairs, out=out[:-1])
+    with pytest.raises(ValueError, match="out must be bool"):
+        covisibility_masks(plain, pairs, out=into.astype(np.uint8))
+
+
 def test_labeled_synthetic_record(pipe_clips):
     res = process_synthetic_scene(PIPE_CFG, 1)
     assert res.ok, res.failure
