@@ -22,6 +22,8 @@ INSTALL_REQUIRES = [
     "array-record==0.8.6",
     "numpy==2.4.6",
     "opencv-python-headless==5.0.0.93",
+    "numba==0.68.1",  # the flow pipeline's covisibility and flow-encoder loops (writers only)
+    "llvmlite==0.50.0",
     "jaxtyping==0.3.11",
     "tqdm==4.70.1",
     "einops==0.8.2",

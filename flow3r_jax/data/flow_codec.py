@@ -178,57 +178,21 @@ def _from_planes(raw, offset: int, count: int) -> np.ndarray:
     return np.ascontiguousarray(planes.T).view("<u4").reshape(count).astype(np.int64)
 
 
-_INT16_LIMIT = 511.0
-"""Below this max |flow| (px) the encoder works in int16: |q| <= 8176 and every prediction
-residual (at most 4 max |q| = 32704) fits; the result is identical to the int32 path."""
-
-
-def _zigzag_residuals_int32(flow: np.ndarray) -> np.ndarray:
-    """(2H, W) int32 zigzag codes of the planar-prediction residuals of q = rint(16 flow)."""
-    q = np.rint(flow * np.float32(_STEPS_PER_PX)).astype(np.int32)  # exact: scaling by 16 is exact
-    image = np.concatenate((q[..., 0], q[..., 1]), axis=0)  # (2H, W): dx rows, then dy rows
-    vertical = image.copy()
-    vertical[1:] -= image[:-1]
-    residual = vertical.copy()
-    residual[:, 1:] -= vertical[:, :-1]  # x - up - left + up-left
-    return (residual << 1) ^ (residual >> 31)  # |residual| <= 4 (2^19 - 1): no overflow
-
-
-def _zigzag_residuals_int16(flow: np.ndarray) -> np.ndarray:
-    """The same codes as uint16 for max |flow| < _INT16_LIMIT (the encoder's common case, ~2x
-    faster: half the memory traffic, and OpenCV's saturating arithmetic where it helps)."""
-    H, W = flow.shape[:2]
-    # 16 flow + 0 flow, rounded half to even (cvRound) and stored as int16: the same q as above.
-    q = cv2.addWeighted(flow, float(_STEPS_PER_PX), flow, 0.0, 0.0, dtype=cv2.CV_16S)
-    image = np.empty((2 * H, W), np.int16)
-    image[:H] = q[..., 0]
-    image[H:] = q[..., 1]
-    vertical = np.empty_like(image)
-    vertical[0] = image[0]
-    cv2.subtract(image[1:], image[:-1], dst=vertical[1:])  # no saturation: |values| < 2^14
-    residual = np.empty_like(image)
-    residual[:, 0] = vertical[:, 0]
-    cv2.subtract(vertical[:, 1:], vertical[:, :-1], dst=residual[:, 1:])  # |residual| < 2^15
-    return ((residual << 1) ^ (residual >> 15)).view(np.uint16)
-
-
 def encode_flow(flow: np.ndarray, mask: np.ndarray, *, level: int = DEFAULT_LEVEL) -> bytes:
     """Encodes flow (H, W, 2) float32 and mask (H, W) bool; see the module docstring for the format.
 
     `level` is the zstd compression level (1-22); the output is readable whatever the level.
     Raises FlowCodecError for a wrong type, dtype or shape, NaN / Inf, or |flow| > MAX_ABS_FLOW.
     """
-    H, W, max_abs = _check_inputs(flow, mask)
-    if max_abs < _INT16_LIMIT:
-        zigzag = _zigzag_residuals_int16(flow)
-        codes = cv2.convertScaleAbs(zigzag)  # saturating: min(code, 255) as uint8
-        index = np.flatnonzero(codes == _ESCAPE)
-    else:
-        zigzag = _zigzag_residuals_int32(flow)
-        codes = np.minimum(zigzag, _ESCAPE).astype(np.uint8)
-        index = np.flatnonzero(zigzag >= _ESCAPE)
+    from flow3r_jax.data import _codec_kernels  # numba: loaded by writers only
+
+    H, W, _ = _check_inputs(flow, mask)
+    flow = np.ascontiguousarray(flow)
+    codes = np.empty(2 * H * W, np.uint8)
+    escapes = _codec_kernels.zigzag_codes(flow, codes)
+    index = np.flatnonzero(codes == _ESCAPE) if escapes else np.empty(0, np.int64)
     gaps = np.diff(index, prepend=0).astype("<u4")
-    values = zigzag.reshape(-1)[index].astype("<u4")
+    values = _codec_kernels.escape_values(flow, index, np.empty(len(index), "<u4"))
     raw = b"".join((np.packbits(mask).tobytes(), codes.data, _to_planes(gaps), _to_planes(values)))
     try:
         frame = _zstd(level).compress(raw, asbytes=True)

@@ -76,22 +76,43 @@ def test_round_trip_large_and_extreme_flows(rng):
     _check_round_trip(np.broadcast_to(checker, (H, W, 2)).astype(np.float32), np.ones((H, W), bool))
 
 
-@pytest.mark.parametrize("peak", [510.9, 511.0, 600.0])
-def test_int16_and_int32_paths_agree_at_the_switch(rng, peak):
-    """Max |flow| below 511 px takes the int16 encoder, from 511 on the int32 one. A checkerboard
-    of +-peak gives the largest residuals either path can see (4 x 16 x peak = 32704 near the
-    switch, beyond int16 after it); both must decode exactly, and where the int16 path applies
-    its zigzag codes must equal the int32 path's."""
-    from flow3r_jax.data import flow_codec
+def _reference_payload(flow, mask):
+    """The zstd payload the format prescribes, straight from its statement in NumPy (int64)."""
+    q = np.rint(16.0 * flow.astype(np.float64)).astype(np.int64)  # ties to even
+    image = np.concatenate((q[..., 0], q[..., 1]), axis=0)  # (2H, W): dx rows, then dy rows
+    pad = np.pad(image, ((1, 0), (1, 0)))  # zero outside the image
+    residual = pad[1:, 1:] - pad[:-1, 1:] - pad[1:, :-1] + pad[:-1, :-1]
+    zigzag = ((residual << 1) ^ (residual >> 63)).ravel()
+    index = np.flatnonzero(zigzag >= 255)
+    planes = lambda a: np.ascontiguousarray(a.astype("<u4").view(np.uint8).reshape(-1, 4).T).tobytes()
+    return np.packbits(mask).tobytes() + np.minimum(zigzag, 255).astype(np.uint8).tobytes() + planes(np.diff(index, prepend=0)) + planes(zigzag[index])
 
-    H, W = 12, 17
-    checker = np.where((np.add.outer(np.arange(H), np.arange(W)) % 2)[..., None] == 0, peak, -peak).astype(np.float32)
-    flow = np.broadcast_to(checker, (H, W, 2)).copy()
-    flow[..., 1] *= -0.5
-    flow[3:7, 4:9] = _smooth(rng, 4, 5, 20.0)
-    _check_round_trip(flow, rng.random((H, W)) < 0.5)
-    if peak < 511.0:
-        np.testing.assert_array_equal(flow_codec._zigzag_residuals_int16(flow), flow_codec._zigzag_residuals_int32(flow))
+
+@pytest.mark.parametrize("kind", ["smooth", "boundaries", "noise", "extreme", "ties"])
+def test_encoder_payload_equals_the_format_statement(rng, kind):
+    """The compiled encoder loop against the format's formula evaluated in NumPy: the zstd payload
+    (mask bits, codes, exception gaps and values) must be byte-identical."""
+    import pyarrow
+
+    H, W = 23, 31
+    if kind == "smooth":
+        flow = _smooth(rng, H, W, 15.0)
+    elif kind == "boundaries":
+        flow = _smooth(rng, H, W, 3.0)
+        flow[:, W // 2 :] += np.float32(300.0)  # a motion boundary: large residuals, exceptions
+        flow[H // 3, :, 1] = -2000.0
+    elif kind == "noise":
+        flow = rng.normal(scale=40.0, size=(H, W, 2)).astype(np.float32)
+    elif kind == "extreme":
+        checker = np.where((np.add.outer(np.arange(H), np.arange(W)) % 2) == 0, MAX_ABS_FLOW, -MAX_ABS_FLOW)
+        flow = np.stack([checker, -checker], -1).astype(np.float32)  # residuals of 4 x max: all exceptions
+    else:
+        flow = ((rng.integers(-64, 64, size=(H, W, 2)) + 0.5) / 16).astype(np.float32)  # every value a tie
+    mask = rng.random((H, W)) < 0.5
+    data = encode_flow(flow, mask, level=1)
+    payload = pyarrow.Codec("zstd").decompress(data[17:], decompressed_size=len(_reference_payload(flow, mask)), asbytes=True)
+    assert payload == _reference_payload(flow, mask)
+    _check_round_trip(flow, mask)
 
 
 def test_round_trip_noise_flow(rng):
