@@ -23,6 +23,12 @@ compiler vectorises. The codec's |16 flow| <= 2^19 - 1 is well inside."""
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def _q(flow, c, y, x):  # pragma: no cover - compiled
+    """q = rint(16 flow[y, x, c]): the product is exact, the rounding ties to even."""
+    return np.int32((flow[y, x, c] * np.float32(16.0) + _ROUND) - _ROUND)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def zigzag_codes(flow, codes):  # pragma: no cover - compiled; tested through encode_flow
     """flow (H, W, 2) float32, |flow| <= (2^19 - 1) / 16; codes (2 H W,) uint8, filled.
     Returns the number of escapes (codes equal to 255)."""
@@ -30,12 +36,11 @@ def zigzag_codes(flow, codes):  # pragma: no cover - compiled; tested through en
     up = np.zeros(W, np.int32)  # the row above (zeros above the first row)
     row = np.empty(W, np.int32)
     vertical = np.empty(W, np.int32)
-    scale, magic = np.float32(16.0), _ROUND
     escapes = 0
     for c in range(2):
         for y in range(H):
             for x in range(W):
-                row[x] = np.int32((flow[y, x, c] * scale + magic) - magic)  # exact product, then rint
+                row[x] = _q(flow, c, y, x)
                 vertical[x] = row[x] - up[x]
             base = (c * H + y) * W
             # residual = vertical - its left neighbour (zero left of the image); |r| < 2^22
@@ -53,11 +58,6 @@ def zigzag_codes(flow, codes):  # pragma: no cover - compiled; tested through en
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _q(flow, c, y, x):  # pragma: no cover - compiled
-    return np.int64((flow[y, x, c] * np.float32(16.0) + _ROUND) - _ROUND)
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
 def escape_values(flow, index, values):  # pragma: no cover - compiled; tested through encode_flow
     """The exact zigzag codes (uint32) at the flat (2H, W) positions `index` (int64) into `values`."""
     H, W = flow.shape[0], flow.shape[1]
@@ -65,7 +65,7 @@ def escape_values(flow, index, values):  # pragma: no cover - compiled; tested t
         i = index[k]
         r_img, x = i // W, i % W
         c, y = r_img // H, r_img % H
-        v = _q(flow, c, y, x)
+        v = np.int64(_q(flow, c, y, x))
         if x > 0:
             v -= _q(flow, c, y, x - 1)
         if r_img > 0:

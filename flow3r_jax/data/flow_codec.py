@@ -139,8 +139,8 @@ def _zstd(level: int) -> pyarrow.Codec:
     return codec
 
 
-def _check_inputs(flow, mask) -> tuple[int, int, float]:
-    """Validates the inputs; returns H, W and max |flow|."""
+def _check_inputs(flow, mask) -> tuple[int, int]:
+    """Validates the inputs; returns H, W."""
     if not isinstance(flow, np.ndarray) or flow.dtype != np.float32 or flow.ndim != 3 or flow.shape[-1] != 2:
         desc = f"{flow.dtype} {flow.shape}" if isinstance(flow, np.ndarray) else type(flow).__name__
         raise FlowCodecError(f"encode_flow: flow must be a float32 numpy array (H, W, 2), got {desc}")
@@ -165,7 +165,7 @@ def _check_inputs(flow, mask) -> tuple[int, int, float]:
             f"encode_flow: flow value {flow[y, x, c]} at row {y}, column {x}, component {c} is beyond the representable "
             f"range |flow| <= {MAX_ABS_FLOW} px ({int((magnitude > MAX_ABS_FLOW).sum())} values out of range)"
         )
-    return H, W, max(-lo, hi)
+    return H, W
 
 
 def _to_planes(a: np.ndarray) -> bytes:
@@ -186,7 +186,7 @@ def encode_flow(flow: np.ndarray, mask: np.ndarray, *, level: int = DEFAULT_LEVE
     """
     from flow3r_jax.data import _codec_kernels  # numba: loaded by writers only
 
-    H, W, _ = _check_inputs(flow, mask)
+    H, W = _check_inputs(flow, mask)
     flow = np.ascontiguousarray(flow)
     codes = np.empty(2 * H * W, np.uint8)
     escapes = _codec_kernels.zigzag_codes(flow, codes)
