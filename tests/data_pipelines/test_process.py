@@ -85,6 +85,40 @@ def test_reused_work_buffers_carry_nothing_between_videos(pipe_videos, monkeypat
     assert process_video(a, CFG).record == fresh
 
 
+class _ConfidentDIS(DISTeacher):
+    """DIS flow plus a per-pixel confidence computed from the two frames' pixel values, so that
+    the test can recompute it and every pair's mask gets a different cut."""
+
+    name = "dis-with-confidence"
+
+    @staticmethod
+    def confidence(src, dst):
+        return ((src[..., 0].astype(np.int32) + 3 * dst[..., 1]) % 256).astype(np.float32) / 255.0
+
+    def __call__(self, src, dst):
+        return TeacherOutput(super().__call__(src, dst).flow, self.confidence(src, dst))
+
+
+def test_teacher_confidence_is_anded_into_the_stored_masks(pipe_videos):
+    """A teacher's confidence below min_confidence removes pixels from the covisibility mask:
+    stored mask = forward-backward mask AND confidence >= min_confidence, pair by pair."""
+    path = pipe_videos[1][2]
+    res = process_video(path, CFG, teacher=_ConfidentDIS())
+    assert res.ok, res.failure
+    rec = decode_record(res.record)
+    assert rec.teacher_name == "dis-with-confidence"
+    frames, _ = read_video(path, indices=uniform_indices(8, 6))  # the frames the pipeline used
+    pairs = make_pairs(6, (1, 2))
+    fb = covisibility_masks(compute_pair_flows(DISTeacher(), frames, pairs).flow, pairs)
+    conf = _ConfidentDIS.confidence(frames[pairs[:, 0]], frames[pairs[:, 1]])
+    removed = 0
+    for p, blob in enumerate(rec.flows):
+        _, mask = decode_flow(blob)
+        np.testing.assert_array_equal(mask, fb[p] & (conf[p] >= CFG.min_confidence))
+        removed += int((fb[p] & (conf[p] < CFG.min_confidence)).sum())
+    assert removed > 0.2 * fb.sum()  # the confidence really cut the masks
+
+
 def test_compute_pair_flows_into_a_given_array(pipe_clips):
     frames = pipe_clips[0]["images"][:4]
     pairs = make_pairs(4, (1,))
