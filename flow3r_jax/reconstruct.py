@@ -354,9 +354,9 @@ def reconstruct(
 # -------------------------------------------------------------------------------- demo
 
 
-def run_demo(out_dir: str, steps: int = 1000, frames: int = 16) -> dict:
-    """Renders a synthetic room video, reconstructs it and prints the errors against the exact
-    ground truth."""
+def run_demo(out_dir: str, steps: int = 1000, frames: int = 16, init: str = "pretrained", explicit: bool = False, progress: bool = True) -> dict:
+    """Renders a synthetic room video, reconstructs it (per-scene optimiser, initialisation
+    `init`, `steps` steps) and prints the errors against the exact ground truth."""
     from data_pipelines.synthetic import SceneConfig, generate_clip
     from data_pipelines.synthetic.video import write_video
 
@@ -369,7 +369,7 @@ def run_demo(out_dir: str, steps: int = 1000, frames: int = 16) -> dict:
     video = os.path.join(out_dir, "synthetic_room.mp4")
     write_video(video, clip["images"], 30.0)
     print(f"demo: rendered a synthetic room ({frames} frames, 160x224) to {video} in {time.time() - t0:.1f} s")
-    result = reconstruct(video, os.path.join(out_dir, "reconstruction"), steps=steps, progress=True, reference_poses=clip["poses"])
+    result = reconstruct(video, os.path.join(out_dir, "reconstruction"), steps=steps, init=init, explicit=explicit, progress=progress, reference_poses=clip["poses"])
     err = trajectory_errors(result["poses"], clip["poses"])
     with open(result["paths"]["cameras"]) as f:
         f_est = json.load(f)["frames"][0]["fx"]  # pixels of the input video (160x224)
@@ -404,11 +404,19 @@ def main(argv=None) -> int:
     p.add_argument("--ff-pixels", type=int, default=255_000, help="feed-forward model input area (official rule, default 255000)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--demo", metavar="DIR", default=None, help="reconstruct a built-in synthetic video into DIR")
-    p.add_argument("--demo-steps", type=int, default=1000)
+    p.add_argument("--demo-steps", type=int, default=1000, help="optimisation steps of --demo (default 1000)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.demo is not None:
-        run_demo(args.demo, args.demo_steps)
+        # The demo takes --init, --explicit-depth and --no-progress; refuse what it would ignore.
+        unused = [flag for flag, value, default in (
+            ("--input", args.input, None), ("--out", args.out, None), ("--checkpoint", args.checkpoint, None),
+            ("--refine", args.refine, False), ("--frames", args.frames, None), ("--steps", args.steps, 2000),
+            ("--pixels", args.pixels, 43_200), ("--ff-pixels", args.ff_pixels, 255_000), ("--model-size", args.model_size, "large"),
+        ) if value != default]
+        if unused:
+            p.error(f"--demo renders its own 16-frame video and takes --demo-steps, --init, --explicit-depth and --no-progress; it does not take {', '.join(unused)}")
+        run_demo(args.demo, args.demo_steps, init=args.init, explicit=args.explicit_depth, progress=not args.no_progress)
         return 0
     if not args.input or not args.out:
         p.error("--input and --out are required (or --demo DIR)")

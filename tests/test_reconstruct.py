@@ -133,3 +133,21 @@ def test_reconstruct_with_a_checkpoint_and_refine(synthetic_video, tmp_path):
     assert main(["--input", path, "--out", out, "--checkpoint", ckpt, "--ff-pixels", "6000", "--refine", "--steps", "5", "--no-progress"]) == 0
     doc = _check_outputs(out, 8, (64, 96))
     assert doc["run"]["backend"] == "flowmap" and doc["run"]["refine"] and doc["run"]["feedforward"]["backend"] == "feedforward"
+
+
+@pytest.mark.slow
+def test_demo_runs_and_takes_its_flags(tmp_path, capsys):
+    """The README's main command (`reconstruct --demo DIR`), shortened to 2 steps: it writes
+    every output, prints the errors against the exact ground truth, and applies --init (it used
+    to ignore it and --no-progress)."""
+    out = str(tmp_path / "demo")
+    assert main(["--demo", out, "--demo-steps", "2", "--init", "random", "--no-progress"]) == 0
+    printed = capsys.readouterr()
+    summary = json.loads(next(line for line in printed.out.splitlines() if line.startswith("demo: {"))[len("demo: "):])
+    assert set(summary) >= {"ate_rel", "rot_err_deg", "focal_err"} and np.isfinite(summary["ate_rel"])
+    assert "step/s" not in printed.err  # no progress bar
+    doc = _check_outputs(os.path.join(out, "reconstruction"), 16, (160, 224))
+    assert doc["run"]["init"] == "random"
+    with pytest.raises(SystemExit):
+        main(["--demo", out, "--steps", "10"])  # --steps is --demo-steps here: refused, not ignored
+    assert "does not take --steps" in capsys.readouterr().err
