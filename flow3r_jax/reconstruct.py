@@ -409,11 +409,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.demo is not None:
         # The demo takes --init, --explicit-depth and --no-progress; refuse what it would ignore.
-        unused = [flag for flag, value, default in (
-            ("--input", args.input, None), ("--out", args.out, None), ("--checkpoint", args.checkpoint, None),
-            ("--refine", args.refine, False), ("--frames", args.frames, None), ("--steps", args.steps, 2000),
-            ("--pixels", args.pixels, 43_200), ("--ff-pixels", args.ff_pixels, 255_000), ("--model-size", args.model_size, "large"),
-        ) if value != default]
+        ignored = ("input", "out", "checkpoint", "refine", "frames", "steps", "pixels", "ff_pixels", "model_size")
+        unused = ["--" + d.replace("_", "-") for d in ignored if getattr(args, d) != p.get_default(d)]
         if unused:
             p.error(f"--demo renders its own 16-frame video and takes --demo-steps, --init, --explicit-depth and --no-progress; it does not take {', '.join(unused)}")
         run_demo(args.demo, args.demo_steps, init=args.init, explicit=args.explicit_depth, progress=not args.no_progress)
