@@ -14,7 +14,8 @@ with `flow_codec.zero_unrepresentable_outside_mask`, as `labeled_clip_from_array
 
 Every method stores flow + mask of one pair per blob:
 
-- ``flow_codec L9``: `flow3r_jax.data.flow_codec` at its default zstd level 9 (``L3``: level 3);
+- ``flow_codec L9``: `flow3r_jax.data.flow_codec` at its default zstd level 9 (``L1``: level 1,
+  what the dataset pipeline writes, `PipelineConfig.flow_level`);
 - ``raw float16``: the (H, W, 2) float16 array plus the packed mask bits (no compression);
 - ``raw float32``: the same in float32 (lossless reference);
 - ``PNG16 KITTI``: uint16 = rint(flow * 64) + 2^15 (clipped to the uint16 range) for dx, dy
@@ -97,7 +98,7 @@ def make_methods(H, W):
     f32_enc, f32_dec = raw_method(np.float32)
     return {
         "flow_codec L9": codec_method(flow_codec.DEFAULT_LEVEL),
-        "flow_codec L3": codec_method(3),
+        "flow_codec L1": codec_method(1),
         "raw float16": (f16_enc, f16_dec(H, W)),
         "raw float32": (f32_enc, f32_dec(H, W)),
         "PNG16 KITTI": (png16_encode, png16_decode),

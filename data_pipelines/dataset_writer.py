@@ -143,6 +143,7 @@ class DatasetWriter:
             "config": self.config,
             "num_inputs": len(keys),
             "inputs_fingerprint": hashlib.sha256("\n".join(keys).encode("utf-8")).hexdigest(),
+            "schema_versions": _schema_versions(),  # a resume never mixes record formats
         }
 
     def prepare(self, inputs, overwrite: bool = False) -> dict[int, list]:

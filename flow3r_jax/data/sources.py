@@ -81,19 +81,24 @@ def open_source(path: str, direct: bool = True) -> ClipSource:
     if kind not in records.SCHEMA_VERSION:
         _fail(path, f"unknown record kind {kind!r}")
     versions = manifest.get("schema_versions", {})
-    want = {
-        "record_schema": records.SCHEMA_VERSION[kind],
-        "record_container": records.CONTAINER_VERSION,
-        "flow_codec": flow_codec.FORMAT_VERSION,
+    want = {  # the versions this reader reads
+        "record_schema": (records.SCHEMA_VERSION[kind],),
+        "record_container": (records.CONTAINER_VERSION,),
+        "flow_codec": flow_codec.READABLE_VERSIONS,
     }
     have = {
         "record_schema": versions.get("record_schema", {}).get(kind),
         "record_container": versions.get("record_container"),
         "flow_codec": versions.get("flow_codec"),
     }
-    stale = {k: (have[k], want[k]) for k in want if have[k] != want[k]}
+    stale = {k: (have[k], want[k]) for k in want if have[k] not in want[k]}
     if stale:
-        _fail(path, "schema version mismatch (dataset, reader): " + ", ".join(f"{k} {a} vs {b}" for k, (a, b) in stale.items()) + "; rewrite the dataset with this version of data_pipelines")
+        _fail(
+            path,
+            "schema version mismatch (dataset, reader): "
+            + ", ".join(f"{k} {a} vs {' or '.join(map(str, b))}" for k, (a, b) in stale.items())
+            + "; rewrite the dataset with this version of data_pipelines",
+        )
     shards = manifest.get("shards") or []
     files = [os.path.join(path, s["file"]) for s in shards if s.get("records", 0) > 0]
     missing = [f for f in files if not os.path.exists(f)]

@@ -1,6 +1,7 @@
 """Flow codec: error bound and exact mask on every kind of flow, sizes on teacher flows, errors."""
 
 import struct
+import zlib
 
 import cv2
 import numpy as np
@@ -76,16 +77,43 @@ def test_round_trip_large_and_extreme_flows(rng):
     _check_round_trip(np.broadcast_to(checker, (H, W, 2)).astype(np.float32), np.ones((H, W), bool))
 
 
-def _reference_payload(flow, mask):
-    """The zstd payload the format prescribes, straight from its statement in NumPy (int64)."""
+def _reference_codes(flow):
+    """The zigzag codes (2 H W,) int64 of the format's statement, in NumPy (int64)."""
     q = np.rint(16.0 * flow.astype(np.float64)).astype(np.int64)  # ties to even
     image = np.concatenate((q[..., 0], q[..., 1]), axis=0)  # (2H, W): dx rows, then dy rows
     pad = np.pad(image, ((1, 0), (1, 0)))  # zero outside the image
     residual = pad[1:, 1:] - pad[:-1, 1:] - pad[1:, :-1] + pad[:-1, :-1]
-    zigzag = ((residual << 1) ^ (residual >> 63)).ravel()
+    return ((residual << 1) ^ (residual >> 63)).ravel()
+
+
+def _planes(a):
+    return np.ascontiguousarray(a.astype("<u4").view(np.uint8).reshape(-1, 4).T).tobytes()
+
+
+def _exceptions(zigzag):
     index = np.flatnonzero(zigzag >= 255)
-    planes = lambda a: np.ascontiguousarray(a.astype("<u4").view(np.uint8).reshape(-1, 4).T).tobytes()
-    return np.packbits(mask).tobytes() + np.minimum(zigzag, 255).astype(np.uint8).tobytes() + planes(np.diff(index, prepend=0)) + planes(zigzag[index])
+    return _planes(np.diff(index, prepend=0)) + _planes(zigzag[index])
+
+
+def _reference_payload(flow, mask):
+    """The zstd payload format 2 prescribes, straight from its statement."""
+    zigzag = _reference_codes(flow)
+    nibbles = np.minimum(zigzag, 15).astype(np.uint8)
+    packed = (nibbles[0::2] << 4) | nibbles[1::2]
+    big = np.minimum(zigzag[zigzag >= 15], 255).astype(np.uint8)
+    return np.packbits(mask).tobytes() + packed.tobytes() + big.tobytes() + _exceptions(zigzag)
+
+
+def _version1_blob(flow, mask):
+    """A complete format-1 blob (what datasets written before format 2 hold), from its statement."""
+    import pyarrow
+
+    zigzag = _reference_codes(flow)
+    payload = np.packbits(mask).tobytes() + np.minimum(zigzag, 255).astype(np.uint8).tobytes() + _exceptions(zigzag)
+    frame = pyarrow.Codec("zstd", compression_level=3).compress(payload, asbytes=True)
+    H, W = mask.shape
+    header = struct.pack("<BHHII", 1, H, W, int(np.sum(zigzag >= 255)), len(frame))
+    return header + struct.pack("<I", zlib.crc32(frame, zlib.crc32(header))) + frame
 
 
 @pytest.mark.parametrize("kind", ["smooth", "boundaries", "noise", "extreme", "ties"])
@@ -110,9 +138,19 @@ def test_encoder_payload_equals_the_format_statement(rng, kind):
         flow = ((rng.integers(-64, 64, size=(H, W, 2)) + 0.5) / 16).astype(np.float32)  # every value a tie
     mask = rng.random((H, W)) < 0.5
     data = encode_flow(flow, mask, level=1)
-    payload = pyarrow.Codec("zstd").decompress(data[17:], decompressed_size=len(_reference_payload(flow, mask)), asbytes=True)
+    assert data[0] == FORMAT_VERSION == 2
+    payload = pyarrow.Codec("zstd").decompress(data[HEADER_SIZE:], decompressed_size=len(_reference_payload(flow, mask)), asbytes=True)
     assert payload == _reference_payload(flow, mask)
     _check_round_trip(flow, mask)
+    # Datasets written in format 1 decode to the same flow and mask.
+    old = _version1_blob(flow, mask)
+    new_flow, new_mask = decode_flow(data)
+    old_flow, old_mask = decode_flow(old)
+    np.testing.assert_array_equal(old_flow, new_flow)
+    np.testing.assert_array_equal(old_mask, new_mask)
+    assert flow_shape(old) == (H, W)
+    with pytest.raises(FlowCodecError, match="truncated"):
+        decode_flow(old[:-1])
 
 
 def test_round_trip_noise_flow(rng):
@@ -284,6 +322,22 @@ def test_decode_rejects_corrupt_truncated_and_unknown_data(rng):
         bad[pos] ^= 0x5A
         with pytest.raises(FlowCodecError, match="corrupt|truncated|trailing"):
             decode_flow(bytes(bad))
+    # A payload whose nibbles of 15 disagree with the header's big-code count, under a valid CRC
+    # (only a broken writer makes one): refused, not decoded with the big codes shifted.
+    import pyarrow
+
+    flow = _smooth(rng, 20, 30, 3.0)
+    flow[:, 15:] += np.float32(5.0)  # a motion boundary: codes >= 15
+    mask = np.ones((20, 30), bool)
+    payload = bytearray(_reference_payload(flow, mask))
+    (n_big,) = struct.unpack_from("<I", encode_flow(flow, mask), 9)
+    first = next(k for k in range(75, 75 + 600) if payload[k] >> 4 == 15)  # after the 75 mask bytes
+    payload[first] &= 0x0F  # one escaped code fewer, same length
+    frame = pyarrow.Codec("zstd").compress(bytes(payload), asbytes=True)
+    header = struct.pack("<BHHIII", 2, 20, 30, 0, n_big, len(frame))
+    forged = header + struct.pack("<I", zlib.crc32(frame, zlib.crc32(header))) + frame
+    with pytest.raises(FlowCodecError, match=f"corrupt data: {n_big - 1} escaped codes, the header announces {n_big}"):
+        decode_flow(forged)
     # A zero-sized image in the header is rejected before anything else.
     with pytest.raises(FlowCodecError, match="image size 0x30"):
         decode_flow(bytes([FORMAT_VERSION]) + struct.pack("<H", 0) + data[3:])

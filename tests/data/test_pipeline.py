@@ -114,6 +114,16 @@ def test_clear_errors(datasets, tmp_path):
     (stale / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DatasetError, match="schema version mismatch.*record_schema 99 vs 1"):
         open_source(str(stale))
+    # Flow codec: format 1 datasets stay readable (each blob names its version), unknown ones are refused.
+    manifest["schema_versions"]["record_schema"]["labeled"] = 1
+    for codec, ok in ((1, True), (2, True), (3, False)):
+        manifest["schema_versions"]["flow_codec"] = codec
+        (stale / "manifest.json").write_text(json.dumps(manifest))
+        if ok:
+            assert len(open_source(str(stale))) > 0
+        else:
+            with pytest.raises(DatasetError, match="schema version mismatch.*flow_codec 3 vs 1 or 2"):
+                open_source(str(stale))
     with pytest.raises(DatasetError, match="no manifest.json"):
         open_source(str(tmp_path))
     too_many = SampleConfig(frames=9, pairs=2, height=28, width=28)

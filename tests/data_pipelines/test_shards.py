@@ -72,7 +72,7 @@ def test_dataset_round_trip_and_manifest(pipe_videos, bad_inputs, tmp_path):
     assert (c["inputs"], c["written"], c["failed"]) == (5, 4, 1)
     assert manifest["failures"][0]["key"] == "short.mp4" and manifest["failures"][0]["stage"] == "read"
     assert manifest["teacher"]["name"] == "opencv-dis" and manifest["config"] == CFG.to_dict()
-    assert manifest["schema_versions"]["flow_codec"] == 1 and manifest["record_type"] == "UnlabeledClip"
+    assert manifest["schema_versions"]["flow_codec"] == 2 and manifest["record_type"] == "UnlabeledClip"
     assert [s["file"] for s in manifest["shards"]] == [shard_filename("clips", s, 3) for s in range(3)]
     for s in manifest["shards"]:
         assert os.path.getsize(tmp_path / s["file"]) == s["bytes"] and shard_length(str(tmp_path / s["file"])) == s["records"]
@@ -128,6 +128,14 @@ def test_rerun_with_other_settings_is_refused(pipe_videos, tmp_path):
         _write(tmp_path, inputs, num_shards=1, cfg=PipelineConfig(frames=5, offsets=(1, 2)))
     with pytest.raises(PlanMismatchError, match="inputs_fingerprint"):
         _write(tmp_path, inputs[:1], num_shards=1)
+    # A run started by a version of data_pipelines with another flow format is not resumed into
+    # a dataset that would mix the two.
+    plan_path = tmp_path / "_work" / "plan.json"
+    plan = json.loads(plan_path.read_text())
+    plan["schema_versions"]["flow_codec"] = 1
+    plan_path.write_text(json.dumps(plan))
+    with pytest.raises(PlanMismatchError, match="schema_versions"):
+        _write(tmp_path, inputs, num_shards=1)
     fresh = DatasetWriter(str(tmp_path / "fresh"), "clips", "unlabeled", CFG.to_dict(), 1)
     assignment = fresh.prepare(inputs)
     with pytest.raises(IncompleteShardError, match="not processed"):
