@@ -45,15 +45,17 @@ How it compresses
 4. Mask bits, nibbles, big codes and exceptions are entropy coded as one zstd frame (RFC 8878,
    through `pyarrow`, a pinned base dependency; any zstd implementation can read it).
 
-Why nibbles: zstd's time is proportional to its input, and most codes need 2 bits. Version 1
-stored one byte per code; on DIS teacher flows at 224 x 224, version 2 halves the bytes zstd
-reads, takes ~45% less time to encode and is ~15% smaller (`benchmarks/flow_codec.py`).
+Why nibbles: zstd's time follows its input size, and most codes need 2 bits. Version 1 stored
+one byte per code; on DIS teacher flows at 224 x 224, version 2 halves the bytes zstd reads
+(its time per pair drops from ~0.30 to ~0.15 ms at level 1) and is ~15% smaller; the dataset
+pipeline's encode per pair went from ~0.50 ms (version 1, level 3) to ~0.38 ms (version 2,
+level 1, no larger than level 3 here).
 
 Decoding is a zstd call, a 256-entry table lookup from each byte to its two codes (`cv2.LUT`),
 the big codes written at the nibbles of 15, a 256-entry table lookup (`cv2.LUT`, code ->
 residual / 16 in float32), the exception fix-up, `cv2.integral` and a numpy interleave of dx and
-dy: no per-pixel Python; ~200-300 Mpixel/s per core on the reference machine (shared 2-core AMD
-EPYC; `benchmarks/flow_codec.py`). OpenCV may use several threads; call `cv2.setNumThreads(1)`
+dy: no per-pixel Python; ~190-240 Mpixel/s per core on the reference machine (shared 2-core AMD
+EPYC, the other core busy; `benchmarks/flow_codec.py`), as fast as version 1 side by side. OpenCV may use several threads; call `cv2.setNumThreads(1)`
 in input-pipeline worker processes.
 
 Byte layout (version 2, little-endian)
