@@ -25,9 +25,15 @@ compiler vectorises. The codec's |16 flow| <= 2^19 - 1 is well inside."""
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def _rint16(v):  # pragma: no cover - compiled
+    """rint(16 v) of a float32 v as int32: the product is exact, the rounding ties to even."""
+    return np.int32((v * np.float32(16.0) + _ROUND) - _ROUND)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _q(flow, c, y, x):  # pragma: no cover - compiled
-    """q = rint(16 flow[y, x, c]): the product is exact, the rounding ties to even."""
-    return np.int32((flow[y, x, c] * np.float32(16.0) + _ROUND) - _ROUND)
+    """q = rint(16 flow[y, x, c])."""
+    return _rint16(flow[y, x, c])
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -57,7 +63,7 @@ def encode_codes(flow, max_abs, packed, big, index, counts):  # pragma: no cover
             for x in range(W):
                 v = flow[y, x, c]
                 bad += not (abs(v) <= max_abs)  # also NaN
-                row[x] = np.int32((v * np.float32(16.0) + _ROUND) - _ROUND)
+                row[x] = _rint16(v)
                 vertical[x] = row[x] - up[x]
             # residual = vertical - its left neighbour (zero left of the image), zigzagged
             r = vertical[0]

@@ -136,7 +136,7 @@ _HEADERS = {1: struct.Struct("<BHHII"), 2: struct.Struct("<BHHIII")}  # version,
 _CRC = struct.Struct("<I")
 HEADER_SIZE = _HEADERS[FORMAT_VERSION].size + _CRC.size  # 21 (version 1: 17)
 _MAX_DIM = 0xFFFF
-_ESCAPE = 255
+_ESCAPE = 255  # also in _codec_kernels (numba), which readers do not import
 _NIBBLE_ESCAPE = 15
 
 
