@@ -1,14 +1,16 @@
 """FlowMap accuracy on held-back synthetic scenes: exact vs teacher flow, pretrained vs random
 initialisation, and pycolmap's incremental SfM on the same frames.
 
-    python benchmarks/flowmap_accuracy.py [--scenes 5] [--steps 2000] [--json OUT.json]
+    python benchmarks/flowmap_accuracy.py [--scenes 5] [--steps 2000] [--tracks chained|none] [--json OUT.json]
 
 Scenes: static synthetic rooms (`data_pipelines.synthetic`, 20 frames, 160 x 224, seeds 0-4,
 presets orbit / forward / random, mean consecutive flow 3-10 px). The shipped initialisation was
 pretrained on seeds >= 10000 only, so these scenes were never seen.
 
 Runs (each vmaps all scenes in one compiled program, FlowMap's settings: 2000 steps, Adam 3e-5,
-soft-min focal then a free focal from step 1000, Procrustes on 1000 pixels, photometric masks):
+soft-min focal then a free focal from step 1000, Procrustes on 1000 pixels, photometric masks,
+track loss from step 50 on tracks chained through the run's flow as `reconstruct` does;
+`--tracks none` for the flow loss alone):
   exact / pretrained    exact flow, shipped initialisation (the target: ATE <= 1% of the
                         trajectory extent, focal error <= 2%)
   exact / random        exact flow, random initialisation (FlowMap's from-scratch setting)
@@ -67,12 +69,20 @@ def epe(a, b):
     return float(np.mean(np.linalg.norm(a - b, axis=-1)))
 
 
-def run_flowmap(scenes, flows, init, steps, seed=0, overrides=None):
+def chained_tracks(scenes, flows):
+    """Point tracks chained through the given consecutive flows, as `reconstruct` makes them."""
+    from data_pipelines.tracks import compute_tracks
+
+    return [compute_tracks(s["images"], flows_fw=fw, flows_bw=bw) for s, (fw, bw) in zip(scenes, flows)]
+
+
+def run_flowmap(scenes, flows, init, steps, seed=0, overrides=None, tracks=None):
     import jax
 
     from flow3r_jax.flowmap import FlowMapConfig, init_params, load_init, make_scene_inputs, optimize_scenes, stack_scenes
 
-    inputs = stack_scenes([make_scene_inputs(s["images"], fw, bw) for s, (fw, bw) in zip(scenes, flows)])
+    tracks = tracks or [None] * len(scenes)
+    inputs = stack_scenes([make_scene_inputs(s["images"], fw, bw, tracks=t) for s, (fw, bw), t in zip(scenes, flows, tracks)])
     F, H, W = inputs.images.shape[1:4]
     S = len(scenes)
     keys = jax.random.split(jax.random.key(seed), S)
@@ -184,6 +194,12 @@ def main(argv=None):
     p.add_argument("--init", default="pretrained", help="initialisation file for the 'pretrained' runs (default: the shipped one)")
     p.add_argument("--runs", default="exact/pretrained,teacher/pretrained,exact/random,teacher/random,pycolmap")
     p.add_argument("--json", default=None)
+    p.add_argument(
+        "--tracks",
+        choices=("chained", "none"),
+        default="chained",
+        help="point tracks for FlowMap's track loss: chained through each run's flow (`data_pipelines.tracks`, what `reconstruct` does; default) or none (flow loss only)",
+    )
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate of the model (default: FlowMap's 3e-5)")
     p.add_argument("--focal-lr", type=float, default=None, help="learning rate of the free focal (default: --lr, as FlowMap)")
     p.add_argument("--focal-after", type=int, default=None, help="step of the switch to the free focal (default: FlowMap's 1000)")
@@ -222,8 +238,9 @@ def main(argv=None):
             continue
         flow_name, init = run.split("/")
         flows = exact if flow_name == "exact" else teacher
-        print(f"run {run}:", flush=True)
-        res, seconds = run_flowmap(scenes, flows, args.init if init == "pretrained" else "random", args.steps, overrides=overrides)
+        tracks = chained_tracks(scenes, flows) if args.tracks == "chained" else None
+        print(f"run {run}:" + (f" tracks per scene {[t.xy.shape[1] for t in tracks]}" if tracks else " no tracks"), flush=True)
+        res, seconds = run_flowmap(scenes, flows, args.init if init == "pretrained" else "random", args.steps, overrides=overrides, tracks=tracks)
         results[run] = score_flowmap(res, scenes, args.steps)
         print(f"  {run}: {seconds:.0f} s for {len(scenes)} scenes x {args.steps} steps (vmapped, incl. compilation)")
     print()

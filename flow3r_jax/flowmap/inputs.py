@@ -162,9 +162,20 @@ def consecutive_flows(pairs: np.ndarray, flows: np.ndarray) -> tuple[np.ndarray,
 
 
 def stack_scenes(scenes: list[SceneInputs]) -> SceneInputs:
-    """Stacks scenes of identical shapes (and the same optional fields) for `jax.vmap`."""
+    """Stacks scenes of identical shapes (and the same optional fields) for `jax.vmap`. Scenes
+    with different numbers of tracks are padded to the largest with invisible tracks, which
+    every loss ignores (the track loss counts visible pairs only)."""
     if not scenes:
         raise InputError("stack_scenes: no scenes")
+    if all(s.has_tracks for s in scenes):
+        M = max(s.track_xy.shape[-2] for s in scenes)
+        scenes = [
+            s._replace(
+                track_xy=jnp.pad(s.track_xy, ((0, 0), (0, M - s.track_xy.shape[-2]), (0, 0))),
+                track_visible=jnp.pad(s.track_visible, ((0, 0), (0, M - s.track_visible.shape[-1]))),
+            )
+            for s in scenes
+        ]
     first = jax.tree.structure(scenes[0])
     for k, s in enumerate(scenes[1:], 1):
         if jax.tree.structure(s) != first or any(a.shape != b.shape for a, b in zip(jax.tree.leaves(s), jax.tree.leaves(scenes[0]))):

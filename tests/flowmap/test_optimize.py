@@ -41,6 +41,29 @@ def test_vmap_over_two_scenes_equals_two_separate_runs(two_scenes, separate_runs
             np.testing.assert_allclose(np.asarray(getattr(batched.history, name)[s]), np.asarray(values), rtol=1e-4, atol=1e-6, err_msg=name)
 
 
+def test_stacking_pads_scenes_with_fewer_tracks_without_changing_their_loss(tiny_scene):
+    """Scenes with different numbers of tracks stack (padded with invisible tracks), and the
+    padded scene's loss at a step with the track loss on is the unpadded scene's."""
+    full = _inputs(tiny_scene)
+    M = full.track_xy.shape[1]
+    fewer = full._replace(track_xy=full.track_xy[:, : M - 7], track_visible=full.track_visible[:, : M - 7])
+    stacked = stack_scenes([fewer, full])
+    assert stacked.track_xy.shape[:3] == (2, full.num_frames, M)
+    assert not np.asarray(stacked.track_visible[0, :, M - 7 :]).any()
+    F, (H, W) = full.num_frames, full.image_shape
+    graphdef, _ = abstract_model(SHORT, F, (H, W))
+    params = init_params(SHORT, F, (H, W), jax.random.key(0))
+    padded = jax.tree.map(lambda x: x[0], stacked)
+
+    def losses(inputs):
+        _, (m, *_) = forward(graphdef, SHORT, params, jnp.float32(1.0), inputs, jnp.int32(SHORT.track_after), jax.random.key(1))
+        return float(m.loss), float(m.track_loss)
+
+    got, want, with_all = losses(padded), losses(fewer), losses(full)
+    assert want[1] > 0 and with_all[1] != want[1]  # the dropped tracks did count
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
 def test_stage_switches_are_functions_of_the_step(separate_runs):
     h = separate_runs[0].history
     focal, track = np.asarray(h.focal), np.asarray(h.track_loss)
