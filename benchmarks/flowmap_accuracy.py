@@ -16,6 +16,9 @@ track loss from step 50 on tracks chained through the run's flow as `reconstruct
   exact / random        exact flow, random initialisation (FlowMap's from-scratch setting)
   teacher / pretrained  OpenCV DIS flow (the CPU teacher `reconstruct` uses)
   teacher / random
+  floor, floor/all      no optimisation: FlowMap's Procrustes poses from the exact depth, focal and
+                        flow (validity-masked weights) on the 1000 pixels / on every pixel, the
+                        readout's own error (seconds)
   pycolmap              incremental SfM (SIFT, exhaustive matching, one SIMPLE_PINHOLE camera)
                         on the same frames; scored on the frames it registers
 
@@ -52,7 +55,7 @@ def make_scenes(n, frames, height, width, seed0=0):
         cfg = SceneConfig(height=height, width=width, frames=frames, dynamic=False, preset=PRESETS[k % len(PRESETS)], kind="room", offsets=(1,), flow_px=(3.0, 10.0))
         clip = generate_clip(cfg, seed=seed0 + k)
         fw, bw = consecutive_flows(clip["pairs"], clip["flow"])
-        scenes.append(dict(images=clip["images"], flow_fw=fw, flow_bw=bw, poses=clip["poses"], K=clip["intrinsics"][0], preset=cfg.preset, seed=seed0 + k))
+        scenes.append(dict(images=clip["images"], flow_fw=fw, flow_bw=bw, poses=clip["poses"], K=clip["intrinsics"][0], depth=clip["depth"], preset=cfg.preset, seed=seed0 + k))
     return scenes
 
 
@@ -133,6 +136,31 @@ def score_flowmap(result, scenes, steps):
     return rows
 
 
+def procrustes_floor(scene, points):
+    """The pose readout's floor: FlowMap's Procrustes poses from the exact depth, focal and flow,
+    weighted by the validity mask alone (no optimisation), on `points` pixels per pair (None:
+    all). What remains comes from correspondences whose bilinearly sampled earlier point
+    straddles a depth edge and from occlusions the forward-backward check keeps."""
+    import jax.numpy as jnp
+
+    from flow3r_jax.flowmap import FlowMapConfig, make_scene_inputs
+    from flow3r_jax.flowmap.intrinsics import intrinsics_from_normalized_focal
+    from flow3r_jax.flowmap.metrics import trajectory_errors
+    from flow3r_jax.flowmap.optimize import _validity
+    from flow3r_jax.flowmap.poses import poses_from_relative, procrustes_indices, relative_poses
+    from flow3r_jax.geometry import unproject_depth
+
+    inputs = make_scene_inputs(scene["images"], scene["flow_fw"], scene["flow_bw"])
+    F, H, W = scene["depth"].shape
+    idx = procrustes_indices(H, W, points)
+    weights = _validity(FlowMapConfig(), inputs)[:, idx]
+    K = intrinsics_from_normalized_focal(jnp.float32(scene["K"][0, 0] / math.sqrt(H * W)), H, W)
+    xyz = unproject_depth(jnp.asarray(scene["depth"], jnp.float32), K)
+    poses = poses_from_relative(relative_poses(xyz, inputs.flow_bw, weights, jnp.asarray(idx) if len(idx) < H * W else slice(None)))
+    err = trajectory_errors(np.asarray(poses), scene["poses"])
+    return dict(seed=scene["seed"], preset=scene["preset"], ate_rel=err["ate_rel"], rot_err_deg=err["rot_err_deg"], focal_err=0.0)
+
+
 def run_pycolmap(scene, workdir):
     import cv2
     import pycolmap
@@ -192,7 +220,7 @@ def main(argv=None):
     p.add_argument("--size", default="160x224")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--init", default="pretrained", help="initialisation file for the 'pretrained' runs (default: the shipped one)")
-    p.add_argument("--runs", default="exact/pretrained,teacher/pretrained,exact/random,teacher/random,pycolmap")
+    p.add_argument("--runs", default="floor,floor/all,exact/pretrained,teacher/pretrained,exact/random,teacher/random,pycolmap")
     p.add_argument("--json", default=None)
     p.add_argument(
         "--tracks",
@@ -203,8 +231,10 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate of the model (default: FlowMap's 3e-5)")
     p.add_argument("--focal-lr", type=float, default=None, help="learning rate of the free focal (default: --lr, as FlowMap)")
     p.add_argument("--focal-after", type=int, default=None, help="step of the switch to the free focal (default: FlowMap's 1000)")
+    p.add_argument("--procrustes-edge", type=float, default=None, help="drop Procrustes correspondences sampled across a depth edge of this relative spread (default: off, as FlowMap)")
     args = p.parse_args(argv)
-    overrides = {k: v for k, v in (("lr", args.lr), ("focal_lr", args.focal_lr), ("focal_regression_after", args.focal_after)) if v is not None}
+    named = (("lr", args.lr), ("focal_lr", args.focal_lr), ("focal_regression_after", args.focal_after), ("procrustes_edge", args.procrustes_edge))
+    overrides = {k: v for k, v in named if v is not None}
     if overrides:
         print(f"FlowMapConfig overrides: {overrides}")
     H, W = (int(v) for v in args.size.lower().split("x"))
@@ -225,6 +255,10 @@ def main(argv=None):
         print(f"teacher flow (OpenCV DIS medium) in {time.time() - t0:.1f} s; mean end-point error vs exact {err:.3f} px (all pixels)")
     results = {}
     for run in runs:
+        if run.startswith("floor"):
+            points = None if run == "floor/all" else 1000
+            results[run] = [procrustes_floor(s, points) for s in scenes]
+            continue
         if run == "pycolmap":
             try:
                 import pycolmap  # noqa: F401
@@ -247,7 +281,9 @@ def main(argv=None):
     print("| run | ATE % of extent (mean / max) | rot err deg (mean) | focal err % (mean / max) | notes |")
     print("|---|---|---|---|---|")
     for run, rows in results.items():
-        if run == "pycolmap":
+        if run.startswith("floor"):
+            extra = "exact depth, focal and flow; Procrustes poses, no optimisation"
+        elif run == "pycolmap":
             extra = f"registered {sum(r['registered'] for r in rows)}/{sum(r['frames'] for r in rows)} frames"
         else:
             m = np.mean([r["ate_rel_step1000"] for r in rows]) * 100

@@ -47,6 +47,11 @@ class FlowMapConfig:
         backward correspondence: target inside the frame and forward-backward consistent
         (`inputs.procrustes_validity`). A departure from FlowMap, which relies on the learned
         weights alone; off reproduces FlowMap.
+      procrustes_edge: None (default, FlowMap) or a relative depth spread: also zero the
+        Procrustes weight of a correspondence whose earlier point is sampled from four pixels
+        whose current depths differ by more than that factor (`poses.edge_validity`: the sample
+        straddles a depth edge). Opt-in; with exact depth, focal and flow on the accuracy
+        benchmark it lowers the readout's ATE from 1.8% to 0.7% of the extent at 0.05.
     Intrinsics (one shared pinhole, principal point at the centre; focal in units of
     f_px / sqrt(H W), FlowMap's unit):
       focal_min, focal_max, focal_candidates: the soft-min candidates (0.5, 2.0, 60).
@@ -77,6 +82,7 @@ class FlowMapConfig:
     explicit_weight_sensitivity: float = 100.0
     procrustes_points: int | None = 1000
     procrustes_mask: bool = True
+    procrustes_edge: float | None = None
     focal_min: float = 0.5
     focal_max: float = 2.0
     focal_candidates: int = 60
@@ -107,6 +113,8 @@ class FlowMapConfig:
                 f"FlowMapConfig.focal_regression_after={self.focal_regression_after} must be >= "
                 f"focal_regression_window={self.focal_regression_window}"
             )
+        if self.procrustes_edge is not None and not self.procrustes_edge > 0:
+            raise ValueError(f"FlowMapConfig.procrustes_edge: must be None or positive, got {self.procrustes_edge!r}")
         if self.focal_lr is not None and not self.focal_lr > 0:
             raise ValueError(f"FlowMapConfig.focal_lr: must be None or positive, got {self.focal_lr!r}")
         if self.fixed_focal is not None and not self.fixed_focal > 0:

@@ -41,7 +41,7 @@ from flow3r_jax.flowmap.inputs import SceneInputs, procrustes_validity
 from flow3r_jax.flowmap.intrinsics import focal_candidates, intrinsics_from_normalized_focal, softmin_focal
 from flow3r_jax.flowmap.losses import flow_loss, pose_induced_flows, track_loss
 from flow3r_jax.flowmap.model import FlowMapModel
-from flow3r_jax.flowmap.poses import poses_from_relative, procrustes_indices, relative_poses
+from flow3r_jax.flowmap.poses import edge_validity, poses_from_relative, procrustes_indices, relative_poses
 from flow3r_jax.geometry import unproject_depth
 
 __all__ = [
@@ -230,6 +230,8 @@ def forward(
     valid = _validity(cfg, inputs)
     if valid is not None:
         weights = weights * valid[:, proc_idx]
+    if cfg.procrustes_edge is not None:
+        weights = weights * edge_validity(depth, inputs.flow_bw, proc_idx, cfg.procrustes_edge)
     step_key = jax.random.fold_in(key, step)
 
     if inputs.focal is not None:  # known intrinsics

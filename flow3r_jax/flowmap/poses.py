@@ -14,13 +14,15 @@ to int64, i.e. truncated), the same every step; all pixels in the explicit-depth
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
 from flow3r_jax.flowmap.correspondence import flat_pixel_xy
 from flow3r_jax.geometry import bilinear_sample, chain_relative_poses, weighted_procrustes
 
-__all__ = ["procrustes_indices", "pair_correspondences", "relative_poses", "poses_from_relative"]
+__all__ = ["procrustes_indices", "pair_correspondences", "relative_poses", "poses_from_relative", "edge_validity"]
 
 
 def procrustes_indices(height: int, width: int, num_points: int | None) -> np.ndarray:
@@ -58,3 +60,24 @@ def relative_poses(
 def poses_from_relative(rel: Float[Array, "F-1 4 4"]) -> Float[Array, "F 4 4"]:
     """Camera-to-world poses with P_0 = identity and P_{i+1} = P_i rel[i] (associative scan)."""
     return chain_relative_poses(rel)
+
+
+def edge_validity(
+    depth: Float[Array, "F H W"], flow_bw: Float[Array, "F-1 H W 2"], idx: Int[Array, " P"] | slice, max_spread: float
+) -> Float[Array, "F-1 P"]:
+    """1 where the four pixels frame i's point is bilinearly sampled from (at the backward-flow
+    target of frame i + 1's pixel) agree in depth within a factor 1 + max_spread, else 0. A
+    sample straddling a depth edge mixes two surfaces into a point on neither. Computed from
+    the depth without gradient (a weight, not a loss term)."""
+    depth = jax.lax.stop_gradient(depth)
+    F, H, W = depth.shape
+    target = flat_pixel_xy(H, W, idx) + flow_bw.reshape(F - 1, H * W, 2)[:, idx]
+    px = jnp.clip(target[..., 0] - 0.5, 0.0, W - 1.0)
+    py = jnp.clip(target[..., 1] - 0.5, 0.0, H - 1.0)
+    x0 = jnp.floor(px).astype(jnp.int32)
+    y0 = jnp.floor(py).astype(jnp.int32)
+    x1, y1 = jnp.minimum(x0 + 1, W - 1), jnp.minimum(y0 + 1, H - 1)
+    flat = depth[:-1].reshape(F - 1, H * W)
+    corners = jnp.stack([jnp.take_along_axis(flat, y * W + x, axis=1) for y, x in ((y0, x0), (y0, x1), (y1, x0), (y1, x1))])
+    spread = jnp.max(corners, axis=0) / jnp.min(corners, axis=0) - 1.0
+    return (spread <= max_spread).astype(depth.dtype)

@@ -136,3 +136,23 @@ def test_focal_lr_sets_the_free_focal_step_only(tiny_scene, separate_runs):
     np.testing.assert_allclose(abs(focal[4] - focal[3]), 1e-2, rtol=0.05)
     np.testing.assert_allclose(abs(focal[5] - focal[4]), 1e-2, rtol=0.2)
     assert abs(base[4] - base[3]) < 2 * SHORT.lr  # without it: steps of about lr
+
+
+def test_procrustes_edge_zeroes_the_weights_of_samples_across_depth_edges(tiny_scene):
+    """`procrustes_edge` multiplies the step's Procrustes weights by the edge validity of the
+    step's own depth (and is off by default); a non-positive spread is refused."""
+    from flow3r_jax.flowmap.poses import edge_validity, procrustes_indices
+
+    inputs = _inputs(tiny_scene, tracks=False)
+    F, H, W = inputs.images.shape[:3]
+    graphdef, _ = abstract_model(SHORT, F, (H, W))
+    params = init_params(SHORT, F, (H, W), jax.random.key(0))
+    rest = (params, jnp.float32(1.0), inputs, jnp.int32(0), jax.random.key(1))
+    _, (_, _, depth, _, _, w) = forward(graphdef, SHORT, *rest)
+    _, (_, _, _, _, _, w_edge) = forward(graphdef, SHORT.replace(procrustes_edge=0.02), *rest)
+    idx = jnp.asarray(procrustes_indices(H, W, SHORT.procrustes_points))
+    keep = np.asarray(edge_validity(depth, inputs.flow_bw, idx, 0.02))
+    np.testing.assert_allclose(np.asarray(w_edge), np.asarray(w) * keep, rtol=1e-6)
+    assert 0 < keep.mean() < 1
+    with pytest.raises(ValueError, match="procrustes_edge"):
+        FlowMapConfig(procrustes_edge=0.0)

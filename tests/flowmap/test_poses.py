@@ -77,3 +77,27 @@ def test_procrustes_validity_from_the_flows_alone_removes_the_outliers():
         rel = np.asarray(relative_poses(points, jnp.asarray(clip["flow_bw"]), jnp.asarray(w.reshape(F - 1, -1)), idx))
         errors[name] = np.linalg.norm(rel[:, :3, 3] - gt_rel[:, :3, 3], axis=-1).mean() / np.linalg.norm(gt_rel[:, :3, 3], axis=-1).mean()
     assert errors["valid"] < 0.1 and errors["valid"] < 0.3 * errors["uniform"], errors  # measured 0.07 vs 0.35
+
+
+def test_edge_validity_matches_a_numpy_statement_of_the_four_sample_pixels():
+    """0 exactly where the bilinear sample of frame i's point at the backward-flow target reads
+    pixels whose depths differ by more than the factor; border-clamped like the sampling."""
+    from flow3r_jax.flowmap.poses import edge_validity
+
+    rng = np.random.default_rng(0)
+    F, H, W = 3, 12, 16
+    depth = np.where(np.arange(W)[None, None, :] < 7, 1.0, 2.5) * (1 + 0.01 * rng.random((F, H, W)))
+    flow = rng.uniform(-4, 4, (F - 1, H, W, 2)).astype(np.float32)
+    idx = np.array([0, 5, 30, 77, 100, 191], np.int32)
+    got = np.asarray(edge_validity(jnp.asarray(depth, jnp.float32), jnp.asarray(flow), jnp.asarray(idx), 0.05))
+    ys, xs = np.divmod(idx, W)
+    for i in range(F - 1):
+        for k, (y, x) in enumerate(zip(ys, xs)):
+            px = np.clip(x + flow[i, y, x, 0], 0, W - 1)  # (x + 0.5 + flow) - 0.5
+            py = np.clip(y + flow[i, y, x, 1], 0, H - 1)
+            x0, y0 = int(np.floor(px)), int(np.floor(py))
+            c = depth[i, [y0, y0, min(y0 + 1, H - 1), min(y0 + 1, H - 1)], [x0, min(x0 + 1, W - 1), x0, min(x0 + 1, W - 1)]]
+            assert got[i, k] == float(c.max() / c.min() - 1 <= 0.05), (i, k)
+    assert 0 < got.mean() < 1  # both cases occur
+    flat = np.asarray(edge_validity(jnp.ones((F, H, W)), jnp.asarray(flow), slice(None), 0.05))
+    assert flat.shape == (F - 1, H * W) and flat.min() == 1.0
