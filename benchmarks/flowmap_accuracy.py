@@ -18,7 +18,7 @@ track loss from step 50 on tracks chained through the run's flow as `reconstruct
   teacher / random
   floor, floor/all      no optimisation: FlowMap's Procrustes poses from the exact depth, focal and
                         flow (validity-masked weights) on the 1000 pixels / on every pixel, the
-                        readout's own error (seconds)
+                        readout's own error (seconds; with `--procrustes-edge` as well)
   pycolmap              incremental SfM (SIFT, exhaustive matching, one SIMPLE_PINHOLE camera)
                         on the same frames; scored on the frames it registers
 
@@ -136,27 +136,29 @@ def score_flowmap(result, scenes, steps):
     return rows
 
 
-def procrustes_floor(scene, points):
+def procrustes_floor(scene, points, edge=None):
     """The pose readout's floor: FlowMap's Procrustes poses from the exact depth, focal and flow,
-    weighted by the validity mask alone (no optimisation), on `points` pixels per pair (None:
-    all). What remains comes from correspondences whose bilinearly sampled earlier point
-    straddles a depth edge and from occlusions the forward-backward check keeps."""
+    weighted by the validity mask alone (no optimisation; times the edge validity of the exact
+    depth with `edge`), on `points` pixels per pair (None: all). Most of what remains comes from
+    correspondences whose bilinearly sampled earlier point straddles a depth edge."""
     import jax.numpy as jnp
 
-    from flow3r_jax.flowmap import FlowMapConfig, make_scene_inputs
+    from flow3r_jax.flowmap import make_scene_inputs
     from flow3r_jax.flowmap.intrinsics import intrinsics_from_normalized_focal
     from flow3r_jax.flowmap.metrics import trajectory_errors
-    from flow3r_jax.flowmap.optimize import _validity
-    from flow3r_jax.flowmap.poses import poses_from_relative, procrustes_indices, relative_poses
+    from flow3r_jax.flowmap.poses import edge_validity, poses_from_relative, procrustes_indices, relative_poses
     from flow3r_jax.geometry import unproject_depth
 
     inputs = make_scene_inputs(scene["images"], scene["flow_fw"], scene["flow_bw"])
     F, H, W = scene["depth"].shape
     idx = procrustes_indices(H, W, points)
-    weights = _validity(FlowMapConfig(), inputs)[:, idx]
+    sel = jnp.asarray(idx) if len(idx) < H * W else slice(None)
+    depth = jnp.asarray(scene["depth"], jnp.float32)
+    weights = inputs.valid_bw.reshape(F - 1, H * W)[:, sel]
+    if edge is not None:
+        weights = weights * edge_validity(depth, inputs.flow_bw, sel, edge)
     K = intrinsics_from_normalized_focal(jnp.float32(scene["K"][0, 0] / math.sqrt(H * W)), H, W)
-    xyz = unproject_depth(jnp.asarray(scene["depth"], jnp.float32), K)
-    poses = poses_from_relative(relative_poses(xyz, inputs.flow_bw, weights, jnp.asarray(idx) if len(idx) < H * W else slice(None)))
+    poses = poses_from_relative(relative_poses(unproject_depth(depth, K), inputs.flow_bw, weights, sel))
     err = trajectory_errors(np.asarray(poses), scene["poses"])
     return dict(seed=scene["seed"], preset=scene["preset"], ate_rel=err["ate_rel"], rot_err_deg=err["rot_err_deg"], focal_err=0.0)
 
@@ -257,7 +259,7 @@ def main(argv=None):
     for run in runs:
         if run.startswith("floor"):
             points = None if run == "floor/all" else 1000
-            results[run] = [procrustes_floor(s, points) for s in scenes]
+            results[run] = [procrustes_floor(s, points, overrides.get("procrustes_edge")) for s in scenes]
             continue
         if run == "pycolmap":
             try:
