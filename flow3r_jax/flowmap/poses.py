@@ -68,7 +68,10 @@ def edge_validity(
     """1 where the four pixels frame i's point is bilinearly sampled from (at the backward-flow
     target of frame i + 1's pixel) agree in depth within a factor 1 + max_spread, else 0. A
     sample straddling a depth edge mixes two surfaces into a point on neither. Computed from
-    the depth without gradient (a weight, not a loss term)."""
+    the depth without gradient (a weight, not a loss term). Tighter than sampling
+    `geometry.depth_edge` (a 3x3 neighbourhood test) at the target: only the four pixels the
+    sample reads count, so a correspondence next to an edge but not across it is kept; the
+    corner indices follow `geometry.bilinear_sample`'s border clamping."""
     depth = jax.lax.stop_gradient(depth)
     F, H, W = depth.shape
     target = flat_pixel_xy(H, W, idx) + flow_bw.reshape(F - 1, H * W, 2)[:, idx]
