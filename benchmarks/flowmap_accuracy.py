@@ -8,10 +8,10 @@ presets orbit / forward / random, mean consecutive flow 3-10 px). The shipped in
 pretrained on seeds >= 10000 only, so these scenes were never seen.
 
 Runs (each vmaps all scenes in one compiled program with split keys, or with `--separate`
-optimises each scene alone with key 0, as the README's per-scene figures; FlowMap's settings: 2000 steps, Adam 3e-5,
-soft-min focal then a free focal from step 1000, Procrustes on 1000 pixels, photometric masks,
-track loss from step 50 on tracks chained through the run's flow as `reconstruct` does;
-`--tracks none` for the flow loss alone):
+optimises each scene alone with key 0, as the README's per-scene figures; `--only` picks scenes
+by index). FlowMap's settings: 2000 steps, Adam 3e-5, soft-min focal then a free focal from step
+1000, Procrustes on 1000 pixels, photometric masks, track loss from step 50 on tracks chained
+through the run's flow as `reconstruct` does (`--tracks none` for the flow loss alone):
   exact / pretrained    exact flow, shipped initialisation (the target: ATE <= 1% of the
                         trajectory extent, focal error <= 2%)
   exact / random        exact flow, random initialisation (FlowMap's from-scratch setting)
