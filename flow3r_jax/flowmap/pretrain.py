@@ -11,8 +11,16 @@ consecutive frames, a time reversal and a horizontal flip from the step's key, s
 crosses the host boundary inside a chunk.
 
 Pool layout (`ClipPool`, N clips of K frames): images uint8 (N, K, H, W, 3); flow_fw,
-flow_bw float16 (N, K-1, H, W, 2) consecutive flows (pixels, flow3r_jax conventions). Masks are
-FlowMap's photometric weights, computed per step.
+flow_bw float16 (N, K-1, H, W, 2) consecutive flows (pixels, flow3r_jax conventions); focal
+float32 (N,); optionally depth float16 (N, K, H, W), the true depth (0 where unknown). Masks
+are FlowMap's photometric weights, computed per step.
+
+Two departures from FlowMap's recipe: `known_focal` uses each clip's true focal instead of the
+soft-min (the default here; `--softmin` is FlowMap's way, and the shipped file was made with
+it), and `depth_weight` (off by default) adds a supervised scale-invariant depth term on the
+pool's true depth, standing in for the supervised depth training FlowMap's MiDaS-small backbone
+had before FlowMap's self-supervised fine-tuning. Neither gave a better initialisation on the
+accuracy benchmark (README).
 
     python -m flow3r_jax.flowmap.pretrain --out flow3r_jax/flowmap/assets/pretrained_init.npz
 
@@ -53,6 +61,7 @@ class ClipPool(NamedTuple):
     flow_fw: jax.Array  # float16 (N, K-1, H, W, 2)
     flow_bw: jax.Array  # float16 (N, K-1, H, W, 2)
     focal: jax.Array  # float32 (N,) focal in FlowMap units (f_px / sqrt(H W))
+    depth: jax.Array | None = None  # float16 (N, K, H, W) true depth, 0 where unknown (for `depth_weight`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +69,10 @@ class PretrainConfig:
     """steps, batch (clips per step), frames (per clip), lr -> lr_final (cosine, after
     `warmup` linear steps), chunk (steps per compiled call), seed; `flowmap` holds the model and
     loss settings (its focal regression is off, as in FlowMap's pretraining). `known_focal` uses
-    each clip's true focal instead of the soft-min (see the module docstring)."""
+    each clip's true focal instead of the soft-min (see the module docstring). `depth_weight`
+    > 0 adds a supervised, scale-invariant depth term (`scale_invariant_depth_loss`) on the
+    pool's true depth: the stand-in for the supervised depth prior FlowMap starts from
+    (MiDaS, trained on depth datasets before FlowMap's self-supervised fine-tuning)."""
 
     steps: int = 3000
     batch: int = 4
@@ -71,6 +83,7 @@ class PretrainConfig:
     chunk: int = 100
     seed: int = 0
     known_focal: bool = True
+    depth_weight: float = 0.0
     flowmap: FlowMapConfig = FlowMapConfig(focal_regression_after=None)
 
     def __post_init__(self):
@@ -80,10 +93,18 @@ class PretrainConfig:
             object.__setattr__(self, "flowmap", self.flowmap.replace(focal_regression_after=None))
 
 
-def sample_batch(pool: ClipPool, key: jax.Array, batch: int, frames: int, known_focal: bool = True) -> SceneInputs:
+def _to_device(pool: ClipPool) -> ClipPool:
+    return ClipPool(*(None if a is None else jnp.asarray(a) for a in pool))
+
+
+def sample_batch(pool: ClipPool, key: jax.Array, batch: int, frames: int, known_focal: bool = True, with_depth: bool = False):
     """Draws `batch` clips of `frames` consecutive frames from the pool, each randomly reversed
     in time and flipped left-right (flow adjusted), with photometric masks (and their focal when
-    `known_focal`)."""
+    `known_focal`). With `with_depth`, returns (inputs, true depth (batch, frames, H, W))
+    transformed the same way."""
+    if with_depth and pool.depth is None:
+        raise ValueError("sample_batch: with_depth needs a pool with depth")
+    pool = _to_device(pool)
     N, K = pool.images.shape[:2]
     k_clip, k_start, k_rev, k_flip = jax.random.split(key, 4)
     clip = jax.random.randint(k_clip, (batch,), 0, N)
@@ -95,13 +116,31 @@ def sample_batch(pool: ClipPool, key: jax.Array, batch: int, frames: int, known_
         img = jax.lax.dynamic_slice_in_dim(pool.images[c], s, frames).astype(jnp.float32) / 255.0
         fw = jax.lax.dynamic_slice_in_dim(pool.flow_fw[c], s, frames - 1).astype(jnp.float32)
         bw = jax.lax.dynamic_slice_in_dim(pool.flow_bw[c], s, frames - 1).astype(jnp.float32)
-        img, fw, bw = jax.lax.cond(rev, lambda: (img[::-1], bw[::-1], fw[::-1]), lambda: (img, fw, bw))
+        dep = jax.lax.dynamic_slice_in_dim(pool.depth[c], s, frames).astype(jnp.float32) if with_depth else jnp.zeros((frames, 1, 1), jnp.float32)
+        img, fw, bw, dep = jax.lax.cond(rev, lambda: (img[::-1], bw[::-1], fw[::-1], dep[::-1]), lambda: (img, fw, bw, dep))
         sign = jnp.asarray([-1.0, 1.0], jnp.float32)
-        img, fw, bw = jax.lax.cond(fl, lambda: (img[:, :, ::-1], fw[:, :, ::-1] * sign, bw[:, :, ::-1] * sign), lambda: (img, fw, bw))
-        return SceneInputs(img, fw, bw, photometric_mask(img, fw), photometric_mask(img, bw, backward=True))
+        img, fw, bw, dep = jax.lax.cond(
+            fl, lambda: (img[:, :, ::-1], fw[:, :, ::-1] * sign, bw[:, :, ::-1] * sign, dep[:, :, ::-1]), lambda: (img, fw, bw, dep)
+        )
+        return SceneInputs(img, fw, bw, photometric_mask(img, fw), photometric_mask(img, bw, backward=True)), dep
 
-    out = jax.vmap(one)(clip, start, reverse, flip)
-    return out._replace(focal=pool.focal[clip]) if known_focal else out
+    out, dep = jax.vmap(one)(clip, start, reverse, flip)
+    if known_focal:
+        out = out._replace(focal=pool.focal[clip])
+    return (out, dep) if with_depth else out
+
+
+def scale_invariant_depth_loss(depth: jax.Array, true_depth: jax.Array) -> jax.Array:
+    """Mean over frames of the mean |r - mean(r)|, r = log(depth) - log(true depth) over the
+    pixels with a known (positive, finite) true depth: the log-depth error after the best
+    per-frame scale (in the mean sense), blind to the scale a flow loss cannot see either.
+    Shapes (..., H, W); 0 for a frame without known pixels."""
+    known = (true_depth > 0) & jnp.isfinite(true_depth)
+    r = jnp.where(known, jnp.log(jnp.maximum(depth, 1e-6)) - jnp.log(jnp.where(known, true_depth, 1.0)), 0.0)
+    n = jnp.maximum(jnp.sum(known, axis=(-2, -1)), 1)
+    mean = jnp.sum(r, axis=(-2, -1)) / n
+    err = jnp.sum(jnp.where(known, jnp.abs(r - mean[..., None, None]), 0.0), axis=(-2, -1)) / n
+    return jnp.mean(err)
 
 
 def _schedule(cfg: PretrainConfig):
@@ -113,17 +152,25 @@ def _chunk_fn(graphdef, cfg: PretrainConfig, length: int):
     opt = optax.adam(_schedule(cfg))
     fm = cfg.flowmap
 
-    def batch_loss(params, inputs, step, key):
+    supervised = cfg.depth_weight > 0
+
+    def batch_loss(params, inputs, true_depth, step, key):
         keys = jax.random.split(key, cfg.batch)
         loss_fn = lambda inp, k: forward(graphdef, fm, params, jnp.zeros((), jnp.float32), inp, step, k)  # noqa: E731
-        loss, (metrics, *_) = jax.vmap(loss_fn)(inputs, keys)
-        return jnp.mean(loss), metrics
+        loss, (metrics, _, depth, *_) = jax.vmap(loss_fn)(inputs, keys)
+        loss = jnp.mean(loss)
+        if supervised:
+            loss = loss + cfg.depth_weight * scale_invariant_depth_loss(depth, true_depth)
+        return loss, metrics
 
     def step_fn(carry, step):
         params, opt_state, pool, key = carry
         k_data, k_loss = jax.random.split(jax.random.fold_in(key, step))
-        inputs = sample_batch(pool, k_data, cfg.batch, cfg.frames, cfg.known_focal)
-        (loss, metrics), grads = jax.value_and_grad(batch_loss, has_aux=True)(params, inputs, step, k_loss)
+        if supervised:
+            inputs, true_depth = sample_batch(pool, k_data, cfg.batch, cfg.frames, cfg.known_focal, with_depth=True)
+        else:
+            inputs, true_depth = sample_batch(pool, k_data, cfg.batch, cfg.frames, cfg.known_focal), None
+        (loss, metrics), grads = jax.value_and_grad(batch_loss, has_aux=True)(params, inputs, true_depth, step, k_loss)
         grads = jax.tree.map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0), grads)  # a degenerate clip must not poison the weights
         updates, opt_state = opt.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state, pool, key), (loss, jnp.mean(metrics.flow_loss), jnp.mean(metrics.focal))
@@ -149,7 +196,13 @@ def pretrain(pool, cfg: PretrainConfig = PretrainConfig(), params: nnx.State | N
     if params is None:
         params = init_params(cfg.flowmap, cfg.frames, (H, W), jax.random.key(cfg.seed))
     current = pool
-    pool = ClipPool(*(jnp.asarray(a) for a in pool))
+    if cfg.depth_weight > 0 and pool.depth is None:
+        raise ValueError("pretrain: depth_weight > 0 needs a pool with true depth (ClipPool.depth)")
+
+    def to_device(pool: ClipPool) -> ClipPool:  # the true depth stays on the host unless used
+        return _to_device(pool if cfg.depth_weight > 0 else pool._replace(depth=None))
+
+    pool = to_device(pool)
     key = jax.random.key(cfg.seed + 1)
     opt, _ = _chunk_fn(graphdef, cfg, cfg.chunk)
     opt_state = opt.init(params)
@@ -160,7 +213,7 @@ def pretrain(pool, cfg: PretrainConfig = PretrainConfig(), params: nnx.State | N
         new = pool_fn(step)
         if new is not current:
             current = new
-            pool = ClipPool(*(jnp.asarray(a) for a in new))
+            pool = to_device(new)
         length = min(cfg.chunk, cfg.steps - step)
         if length not in runs:
             runs[length] = _chunk_fn(graphdef, cfg, length)[1]
@@ -179,7 +232,7 @@ def pretrain(pool, cfg: PretrainConfig = PretrainConfig(), params: nnx.State | N
 def build_synthetic_pool(num_clips: int, frames: int, height: int, width: int, seed: int = 10_000, teacher_share: float = 0.5, flow_px=(2.0, 12.0)):
     """A pool of static synthetic room clips (seeds seed, seed + 1, ...; the accuracy benchmark
     holds out seeds below 1000). A `teacher_share` of the clips carry OpenCV DIS flow instead
-    of the exact flow."""
+    of the exact flow. The pool carries the true depth (0 where unknown) for `--depth-weight`."""
     from data_pipelines.flow_teacher import DISTeacher, compute_pair_flows  # offline data side
     from data_pipelines.synthetic import SceneConfig, generate_clip
 
@@ -188,7 +241,7 @@ def build_synthetic_pool(num_clips: int, frames: int, height: int, width: int, s
     rng = np.random.default_rng(seed)
     teacher = DISTeacher("medium")
     cfg = SceneConfig(height=height, width=width, frames=frames, dynamic=False, preset="mixed", kind="room", offsets=(1,), flow_px=flow_px)
-    images, fws, bws, focals = [], [], [], []
+    images, fws, bws, focals, depths = [], [], [], [], []
     t0 = time.time()
     for n in range(num_clips):
         clip = generate_clip(cfg, seed=seed + n)
@@ -198,12 +251,13 @@ def build_synthetic_pool(num_clips: int, frames: int, height: int, width: int, s
         else:
             fw, bw = consecutive_flows(clip["pairs"], clip["flow"])
         images.append(clip["images"])
+        depths.append(np.where(clip["valid"], clip["depth"], 0.0).astype(np.float16))
         focals.append(clip["intrinsics"][0, 0, 0] / math.sqrt(height * width))
         fws.append(fw.astype(np.float16))
         bws.append(bw.astype(np.float16))
         if (n + 1) % 50 == 0:
             log.info("pool: %d/%d clips (%.0f s)", n + 1, num_clips, time.time() - t0)
-    return ClipPool(np.stack(images), np.stack(fws), np.stack(bws), np.asarray(focals, np.float32))
+    return ClipPool(np.stack(images), np.stack(fws), np.stack(bws), np.asarray(focals, np.float32), np.stack(depths))
 
 
 class _StopPretraining(Exception):
@@ -228,6 +282,12 @@ def main(argv=None) -> None:
     p.add_argument("--refresh", type=int, default=0, help="render a fresh pool of --clips scenes every this many steps (0: one pool)")
     p.add_argument("--init", default=None, help="continue from this initialisation file")
     p.add_argument("--softmin", action="store_true", help="estimate each clip's focal by the soft-min (FlowMap's pretraining) instead of using the known one")
+    p.add_argument(
+        "--depth-weight",
+        type=float,
+        default=0.0,
+        help="add this weight x a scale-invariant log-depth loss on the synthetic true depth (a stand-in for FlowMap's supervised MiDaS prior; 0: self-supervised only)",
+    )
     p.add_argument("--stop-after", type=int, default=None, help="stop after this many steps (the learning-rate schedule still spans --steps)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -237,12 +297,14 @@ def main(argv=None) -> None:
 
     if args.pool_cache and os.path.isfile(args.pool_cache):
         with np.load(args.pool_cache) as d:
-            pool = ClipPool(d["images"], d["flow_fw"], d["flow_bw"], d["focal"])
+            pool = ClipPool(d["images"], d["flow_fw"], d["flow_bw"], d["focal"], d["depth"] if "depth" in d.files else None)
         log.info("pool: loaded %s (%d clips)", args.pool_cache, len(pool.images))
+        if args.depth_weight > 0 and pool.depth is None:
+            raise SystemExit(f"{args.pool_cache}: this pool cache has no true depth, which --depth-weight needs; rebuild it (delete the file)")
     else:
         pool = build_synthetic_pool(args.clips, args.clip_frames, H, W, args.pool_seed, args.teacher_share)
         if args.pool_cache:
-            np.savez(args.pool_cache, **pool._asdict())
+            np.savez(args.pool_cache, **{k: v for k, v in pool._asdict().items() if v is not None})
     if args.refresh:
         pools = {0: pool}
 
@@ -257,14 +319,14 @@ def main(argv=None) -> None:
         source = pool_at
     else:
         source = pool
-    cfg = PretrainConfig(steps=args.steps, batch=args.batch, frames=args.frames, lr=args.lr, lr_final=args.lr / 10, chunk=args.chunk, seed=args.seed, known_focal=not args.softmin)
+    cfg = PretrainConfig(steps=args.steps, batch=args.batch, frames=args.frames, lr=args.lr, lr_final=args.lr / 10, chunk=args.chunk, seed=args.seed, known_focal=not args.softmin, depth_weight=args.depth_weight)
     params = None
     if args.init:
         from flow3r_jax.flowmap.weights import load_init
 
         params, fm = load_init(args.init, cfg.flowmap)
         cfg = dataclasses.replace(cfg, flowmap=fm)
-    info = dict(recipe="flow3r_jax.flowmap.pretrain", clips=int(len(pool.images)), refresh=args.refresh, clip_frames=int(pool.images.shape[1]), size=[H, W], steps=args.steps, batch=args.batch, frames=args.frames, lr=args.lr, pool_seed=args.pool_seed, teacher_share=args.teacher_share, known_focal=not args.softmin)
+    info = dict(recipe="flow3r_jax.flowmap.pretrain", clips=int(len(pool.images)), refresh=args.refresh, clip_frames=int(pool.images.shape[1]), size=[H, W], steps=args.steps, batch=args.batch, frames=args.frames, lr=args.lr, pool_seed=args.pool_seed, teacher_share=args.teacher_share, known_focal=not args.softmin, depth_weight=args.depth_weight)
     t0 = time.time()
 
     def on_chunk(step, params, hist):
