@@ -8,6 +8,7 @@ import pytest
 from flax import nnx
 
 from flow3r_jax.flowmap import FlowMapConfig, init_params
+from flow3r_jax.flowmap.model import FlowMapModel
 from flow3r_jax.flowmap.pretrain import ClipPool, PretrainConfig, pretrain, sample_batch, scale_invariant_depth_loss
 
 from .conftest import exact_scene
@@ -87,8 +88,6 @@ def test_depth_supervised_pretraining_learns_the_depth_shape():
     params0 = init_params(fm, 4, (32, 48), 0)
 
     def depth_error(params):
-        from flow3r_jax.flowmap.model import FlowMapModel
-
         graphdef, _ = nnx.split(FlowMapModel(fm, 4, (32, 48), rngs=nnx.Rngs(0)))
         model = nnx.merge(graphdef, params)
         errs = [scale_invariant_depth_loss(model.depth(jnp.asarray(c["images"], jnp.float32) / 255.0)[0], jnp.asarray(pool.depth[i], jnp.float32)) for i, c in enumerate(clips)]
