@@ -166,10 +166,8 @@ def _chunk_fn(graphdef, cfg: PretrainConfig, length: int):
     def step_fn(carry, step):
         params, opt_state, pool, key = carry
         k_data, k_loss = jax.random.split(jax.random.fold_in(key, step))
-        if supervised:
-            inputs, true_depth = sample_batch(pool, k_data, cfg.batch, cfg.frames, cfg.known_focal, with_depth=True)
-        else:
-            inputs, true_depth = sample_batch(pool, k_data, cfg.batch, cfg.frames, cfg.known_focal), None
+        drawn = sample_batch(pool, k_data, cfg.batch, cfg.frames, cfg.known_focal, with_depth=supervised)
+        inputs, true_depth = drawn if supervised else (drawn, None)
         (loss, metrics), grads = jax.value_and_grad(batch_loss, has_aux=True)(params, inputs, true_depth, step, k_loss)
         grads = jax.tree.map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0), grads)  # a degenerate clip must not poison the weights
         updates, opt_state = opt.update(grads, opt_state, params)
