@@ -26,6 +26,7 @@ INSTALL_REQUIRES = [
     "llvmlite==0.50.0",
     "jaxtyping==0.3.11",
     "tqdm==4.70.1",
+    "tensorboardX==2.6.5",  # TensorBoard event files for training metrics, without TensorFlow
     "einops==0.8.2",
     "absl-py==2.5.1",
     "etils==1.15.0",

@@ -1,0 +1,141 @@
+"""Training Flow3r: the factored-flow model on labeled 3D clips plus unlabeled videos with
+precomputed flow (`python -m launch.train --config configs/flow3r.py:OPTIONS --workdir DIR`).
+
+OPTIONS is a comma-separated list of NAME=VALUE (all optional):
+
+    size=tiny|small|base|large   model size (default large: the official 1B model)
+    stage=1|2                    1: train only the flow head, everything else frozen (Flow3r's
+                                 first stage); 2: train everything but the encoder (pi^3 freezes it)
+    init=random|pretrained|checkpoint   where the weights come from (init.path names the file or
+                                 the stage-1 workdir / step directory)
+    heads=factored|tracking|projective  the flow head (the paper's ablation)
+
+Every field is overridable on the command line, e.g. `--config.train.lr=1e-4`,
+`--config.data.sources=/data/synthetic:1,/data/videos:3`. Defaults are those of `large`; each cites
+its source. `tiny` shrinks model, images and batch for tests and the CPU demo.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+_OPTIONS = {"size": "large", "stage": "2", "init": "random", "heads": "factored"}
+_CHOICES = {
+    "size": ("tiny", "small", "base", "large"),
+    "stage": ("1", "2"),
+    "init": ("random", "pretrained", "checkpoint"),
+    "heads": ("factored", "tracking", "projective"),
+}
+
+
+def parse_options(arg: str | None, defaults: dict[str, str], choices: dict[str, tuple[str, ...]] | None = None) -> dict[str, str]:
+    """'a=1,b=x' -> {'a': '1', 'b': 'x'} over `defaults`; unknown names or values raise ValueError."""
+    opts = dict(defaults)
+    for item in filter(None, (arg or "").split(",")):
+        if "=" not in item:
+            raise ValueError(f"config option {item!r}: expected NAME=VALUE (options: {sorted(defaults)})")
+        k, v = (s.strip() for s in item.split("=", 1))
+        if k not in defaults:
+            raise ValueError(f"unknown config option {k!r}; known: {sorted(defaults)}")
+        if choices and k in choices and v not in choices[k]:
+            raise ValueError(f"config option {k}={v!r}: choose one of {choices[k]}")
+        opts[k] = v
+    return opts
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    opts = parse_options(arg, _OPTIONS, _CHOICES)
+    size, stage, tiny = opts["size"], int(opts["stage"]), opts["size"] == "tiny"
+    c = ml_collections.ConfigDict()
+    c.options = arg or ""
+    c.seed = 0
+
+    c.model = ml_collections.ConfigDict()
+    c.model.size = size
+    c.model.flow_head = opts["heads"]
+    # pi^3 trains in bf16 (configs/model/pi3.yaml model_dtype: bf16); heads stay fp32 (SPEC §1).
+    c.model.trunk_dtype = "float32" if tiny else "bfloat16"
+    # pi^3 checkpoints decoder blocks from index 4 on (num_dec_blk_not_to_checkpoint: 4); our
+    # stacks are scanned, so the policy applies to every block: "dots" keeps matmul outputs.
+    c.model.remat = "none" if tiny else "dots"
+
+    c.init = ml_collections.ConfigDict()
+    c.init.kind = opts["init"]
+    c.init.path = ""  # flow3r.bin / model.safetensors / a save_pretrained dir / a workdir or step dir
+
+    c.data = ml_collections.ConfigDict()
+    # "DIR[:WEIGHT],DIR[:WEIGHT]": dataset directories written by data_pipelines (labeled and
+    # unlabeled clips may be mixed; a record says which it is). Flow3r's loss marks spatialvid
+    # and epickitchens as flow-only: here that is the record kind (unlabeled clips).
+    c.data.sources = ""
+    c.data.global_batch = 8 if tiny else 64  # samples per step over all devices (pi^3: 1 clip per GPU x 64 GPUs)
+    c.data.frames = 4 if tiny else 24  # pi^3: 2-24 frames per sample; fixed N per compiled step
+    c.data.pairs = 4 if tiny else 8
+    c.data.height = 56 if tiny else 224  # pi^3 lowres stage: 224x224
+    c.data.width = 56 if tiny else 224
+    c.data.frame_mode = "window"
+    c.data.max_zoom = 1.0
+    c.data.colour = 1.0
+    c.data.num_workers = 0 if tiny else 8
+    c.data.read_threads = 2
+    c.data.seed = 0
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1
+    c.mesh.fsdp = 1
+    c.mesh.tensor = 1
+    # Logical parameter axes -> mesh axes (first match wins; an axis that does not divide the
+    # dimension is left replicated). Batches are always sharded over ("data", "fsdp").
+    c.mesh.rules = (
+        ("embed", "fsdp"),
+        ("conv_out", "fsdp"),
+        ("mlp", "tensor"),
+        ("heads", "tensor"),
+        ("layers", None),
+        ("conv_in", None),
+    )
+
+    c.train = ml_collections.ConfigDict()
+    # Flow3r's two stages: the flow head alone, then the rest (pi^3 freeze_encoder: true).
+    c.train.trainable = "flow_head" if stage == 1 else "all_but_encoder"  # | "all"
+    c.train.steps = 300 if tiny else 64_000  # pi^3: 80 epochs x 800 iterations
+    c.train.lr = 1e-3 if tiny else 5e-5  # pi^3 optimizer.lr
+    c.train.encoder_lr_mult = 0.1  # pi^3 encoder_lr 5e-6 = 0.1 x lr
+    c.train.weight_decay = 0.05  # pi^3 weight_decay 5e-2 (not on norms, biases, tokens)
+    c.train.b1 = 0.9  # pi^3 betas [0.9, 0.95]
+    c.train.b2 = 0.95
+    c.train.eps = 1e-8  # torch AdamW default
+    c.train.warmup_frac = 0.05 if tiny else 0.0  # pi^3 OneCycleLR pct_start 0.0
+    c.train.div_factor = 1000.0  # pi^3 OneCycleLR div_factor (start lr = lr / div)
+    c.train.final_div_factor = 100.0  # pi^3 final_div_factor (end lr = lr / div / final_div)
+    c.train.clip_grad = 1.0  # pi^3 clip_grad
+    c.train.clip_loss = 10.0  # pi^3 clip_loss: a larger loss contributes no gradient
+    c.train.microbatches = 1  # gradient accumulation (per step, scanned)
+
+    c.loss = ml_collections.ConfigDict()
+    # Flow3r's Pi3FlowLoss: point + 0.1 camera + 0.01 flow; 0.05 conf (SPEC §2).
+    c.loss.point_weight = 1.0
+    c.loss.normal_weight = 1.0
+    c.loss.conf_weight = 0.05
+    c.loss.camera_weight = 0.1
+    c.loss.flow_weight = 0.01
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every = 50 if tiny else 1000
+    c.checkpoint.keep = 3  # pi^3 max_checkpoints: 3
+    c.checkpoint.best_metric = ""  # e.g. "eval/flow_epe": also keep the best checkpoints by it
+    c.checkpoint.best_mode = "min"
+    c.checkpoint.keep_best = 1
+
+    c.log = ml_collections.ConfigDict()
+    c.log.every = 10 if tiny else 50
+    c.log.progress = True  # a progress bar when stderr is a terminal
+
+    c.eval = ml_collections.ConfigDict()
+    # A callable "module:function" run every `every` steps on process 0 and at the end:
+    # fn(model, config, step) -> {name: float}; the evaluation issue plugs its benchmarks in here.
+    c.eval.fn = ""
+    c.eval.every = 0
+    c.eval.sources = ""  # held-back dataset directories for flow3r_jax.train.evaluate
+    c.eval.batches = 4
+    return c

@@ -1,0 +1,104 @@
+"""The train step: one jitted pure function `(state, batch) -> (state, metrics)`.
+
+    batch (global arrays over ("data", "fsdp"))
+      -> prepare_batch (images to [0, 1], derived flows, the NDC flow target)
+      -> micro-batches (strided, so each stays spread over the devices), scanned:
+           model forward (bf16 trunk / fp32 heads per the model config, remat per the config)
+           -> flow3r_loss -> loss clipping (a total above clip_loss gives no gradient, pi^3)
+           -> gradients of the trainable parameters only, summed
+      -> mean gradients -> global-norm clip + AdamW (optimizer.py)
+      -> a step whose gradients are not finite is skipped: the state stays as it was except
+         the step counter and the skipped-step counter.
+
+`build_train_step` returns the jitted function with explicit in/out shardings and the state
+donated. Metrics are fp32 scalars (loss terms averaged over micro-batches, grad norm, lr, counts).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import NamedSharding, PartitionSpec
+
+from flow3r_jax.data.targets import prepare_batch
+from flow3r_jax.losses import LossConfig, flow3r_loss
+from flow3r_jax.train.mesh import BATCH_AXES
+from flow3r_jax.train.state import ParamLayout
+
+__all__ = ["loss_and_grads", "make_step_fn", "build_train_step", "NONFINITE_TERMS"]
+
+NONFINITE_TERMS = ("point", "normal", "conf", "camera", "flow")
+
+
+def _split_micro(x: jax.Array, m: int, mesh) -> jax.Array:
+    """(B, ...) -> (m, B/m, ...) taking every m-th sample, so each micro-batch keeps the batch
+    sharding (contiguous chunks would each sit on a fraction of the devices)."""
+    b = x.shape[0] // m
+    y = jnp.swapaxes(x.reshape((b, m) + x.shape[1:]), 0, 1)
+    if mesh is not None:
+        y = jax.lax.with_sharding_constraint(y, NamedSharding(mesh, PartitionSpec(None, BATCH_AXES, *([None] * (x.ndim - 1)))))
+    return y
+
+
+def loss_and_grads(layout: ParamLayout, loss_cfg: LossConfig, params, frozen, batch, clip_loss: float = float("inf"), microbatches: int = 1, mesh=None):
+    """(grads of the trainable `params`, terms averaged over micro-batches) on a prepared batch."""
+
+    def loss_fn(p, mb):
+        model = layout.model({**frozen, **p})
+        out = model(mb["images"], mb["pairs"])
+        total, terms = flow3r_loss(out, mb, loss_cfg)
+        clipped = total > clip_loss
+        return jnp.where(clipped, 0.0, total), {**terms, "loss_clipped": clipped.astype(jnp.float32)}
+
+    grad_fn = jax.grad(loss_fn, has_aux=True)
+    if microbatches == 1:
+        return grad_fn(params, batch)
+
+    micro = jax.tree.map(lambda x: _split_micro(x, microbatches, mesh), batch)
+
+    def body(acc, mb):
+        g, t = grad_fn(params, mb)
+        return jax.tree.map(jnp.add, acc, (g, t)), None
+
+    zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro)))
+    (g, t), _ = jax.lax.scan(body, zeros, micro)
+    return jax.tree.map(lambda x: x / microbatches, (g, t))
+
+
+def make_step_fn(layout: ParamLayout, tx: optax.GradientTransformation, schedule, loss_cfg: LossConfig, clip_loss: float, microbatches: int, mesh=None):
+    """The pure step function (not yet jitted)."""
+
+    def step_fn(state, batch):
+        prepared = prepare_batch(batch)
+        grads, terms = loss_and_grads(layout, loss_cfg, state["params"], state["frozen"], prepared, clip_loss, microbatches, mesh)
+        grad_norm = optax.global_norm(grads)
+        finite = jnp.isfinite(grad_norm)
+        updates, new_opt = tx.update(grads, state["opt"], state["params"])
+        new_params = optax.apply_updates(state["params"], updates)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+        counters = dict(state["counters"])
+        counters["skipped_steps"] = counters["skipped_steps"] + (~finite).astype(jnp.int32)
+        for k in NONFINITE_TERMS:
+            counters[f"nonfinite/{k}"] = counters[f"nonfinite/{k}"] + (terms[f"nonfinite/{k}"] > 0).astype(jnp.int32)
+        new_state = {
+            "step": state["step"] + 1,
+            "params": keep(new_params, state["params"]),
+            "frozen": state["frozen"],
+            "opt": keep(new_opt, state["opt"]),
+            "counters": counters,
+        }
+        metrics = {f"loss/{k}": v for k, v in terms.items() if not k.startswith("nonfinite/") and k != "loss_clipped"}
+        metrics.update({f"count/{k}": v.astype(jnp.float32) for k, v in counters.items()})
+        metrics["train/grad_norm"] = grad_norm
+        metrics["train/lr"] = schedule(state["step"])
+        metrics["train/loss_clipped"] = terms["loss_clipped"]
+        metrics["train/step_skipped"] = (~finite).astype(jnp.float32)
+        return new_state, metrics
+
+    return step_fn
+
+
+def build_train_step(step_fn, state_shardings, batch_shardings, mesh):
+    """jit with explicit shardings; the state is donated (updated in place on device)."""
+    return jax.jit(step_fn, in_shardings=(state_shardings, batch_shardings), out_shardings=(state_shardings, NamedSharding(mesh, PartitionSpec())), donate_argnums=(0,))
