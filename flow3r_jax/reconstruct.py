@@ -393,7 +393,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m flow3r_jax.reconstruct", description=__doc__.split("\n\n")[0])
     p.add_argument("--input", help="video file or image folder")
     p.add_argument("--out", help="output directory")
-    p.add_argument("--checkpoint", default=None, help="Flow3r checkpoint: run the feed-forward model")
+    p.add_argument("--checkpoint", default=None, help="Flow3r checkpoint (official .bin / .safetensors, a save_pretrained directory, or a launch.train workdir or step directory): run the feed-forward model")
     p.add_argument("--model-size", default="large", help="model size of a state-dict checkpoint (default large)")
     p.add_argument("--refine", action="store_true", help="with --checkpoint: refine with the per-scene optimiser")
     p.add_argument("--frames", type=int, default=None, help=f"use N evenly spaced frames (default: all, at most {DEFAULT_MAX_FRAMES})")

@@ -5,7 +5,10 @@
   as `.safetensors`;
 - a pi^3 `model.safetensors` (no flow head: it keeps its initial values, and the report says so);
 - a DINOv2-reg ViT checkpoint (initialises the encoder only);
-- a directory written by `save_pretrained` (`config.json` + `params.safetensors`).
+- a directory written by `save_pretrained` (`config.json` + `params.safetensors`);
+- a training run of `launch.train`: its workdir (the latest checkpoint), its `checkpoints/`
+  directory or one step directory (`WORKDIR/checkpoints/<step>`); the model configuration comes
+  from the run's `model_config.json`.
 
 The model is first built abstractly (`nnx.eval_shape`); only parameters absent from the
 checkpoint are initialised (by a jitted init whose other outputs XLA drops), so loading the 1B
@@ -79,8 +82,8 @@ def model_from_params(cfg: ModelConfig, params: dict[tuple[str, ...], np.ndarray
     return nnx.merge(graphdef, nnx.from_flat_state(flat))
 
 
-def _read_config(directory: str) -> ModelConfig:
-    with open(os.path.join(directory, "config.json")) as f:
+def _read_config(directory: str, name: str = "config.json") -> ModelConfig:
+    with open(os.path.join(directory, name)) as f:
         fields = json.load(f)
     fields["dpt_out_channels"] = tuple(fields["dpt_out_channels"])
     return ModelConfig(**fields)
@@ -90,8 +93,10 @@ def load_pretrained(path: str, size: str = "large", *, return_report: bool = Fal
     """Builds a Flow3r model from a checkpoint (see the module docstring for accepted kinds)."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if os.path.isdir(path) and not os.path.exists(os.path.join(path, "params.safetensors")):
+        return _load_training_checkpoint(path, return_report, config_overrides)
     if os.path.isdir(path):
-        if not os.path.exists(os.path.join(path, "config.json")) or not os.path.exists(os.path.join(path, "params.safetensors")):
+        if not os.path.exists(os.path.join(path, "config.json")):
             raise FileNotFoundError(f"{path}: a flow3r_jax model directory needs config.json and params.safetensors")
         cfg = _read_config(path).replace(**config_overrides)
         weights = SafetensorsFile(os.path.join(path, "params.safetensors"))
@@ -124,6 +129,28 @@ def load_pretrained(path: str, size: str = "large", *, return_report: bool = Fal
             log.warning("%s: %d parameter tensors not in the %s checkpoint keep their initialisation (e.g. %s)", path, len(report.left_at_init), kind, report.left_at_init[:2])
     model = model_from_params(cfg, params)
     return (model, report) if return_report else model
+
+
+def _load_training_checkpoint(path: str, return_report: bool, config_overrides: dict):
+    """A trainer workdir / checkpoints dir / step dir -> model (see the module docstring)."""
+    from flow3r_jax.train.checkpoint import CheckpointError, find_step_dir, read_params
+
+    try:
+        step_dir = find_step_dir(path)
+    except CheckpointError as e:
+        raise FileNotFoundError(f"{path}: neither a save_pretrained directory (config.json + params.safetensors) nor a training run with checkpoints ({e})") from None
+    workdir = os.path.dirname(os.path.dirname(os.path.abspath(step_dir)))
+    if not os.path.exists(os.path.join(workdir, "config.json")) or not os.path.exists(os.path.join(workdir, "model_config.json")):
+        raise FileNotFoundError(f"{step_dir}: the training run's model_config.json is missing in {workdir}")
+    cfg = _read_config(workdir, "model_config.json").replace(**config_overrides)
+    host = read_params(step_dir)
+    _, _, shapes = abstract_params(cfg)
+    problems = [k for k in map("/".join, shapes) if k not in host] + [f"{k}: checkpoint {host[k].shape} vs model {shapes[tuple(k.split('/'))]}" for k in host if tuple(k.split("/")) in shapes and tuple(host[k].shape) != shapes[tuple(k.split("/"))]]
+    if problems:
+        raise ValueError(f"{step_dir}: parameters do not match model_config.json: {problems[:10]}")
+    model = model_from_params(cfg, {tuple(k.split("/")): v for k, v in host.items()})
+    log.info("loaded training checkpoint %s", step_dir)
+    return (model, ConversionReport(loaded=len(host))) if return_report else model
 
 
 def _write_safetensors(path: str, tensors: dict[str, np.ndarray]) -> None:

@@ -10,7 +10,7 @@ Kept: the last `keep` steps, plus the `keep_best` best by a metric when `best_me
 (metrics are saved with each step). Restoring goes into an abstract target whose shardings may
 come from another mesh (saved on 8 devices, restored on 4).
 
-Preemption: `PreemptionGuard` turns SIGTERM (and optionally SIGUSR1, which SLURM can send before
+Preemption: `PreemptionGuard` turns SIGTERM and SIGUSR1 (which SLURM can send before
 the time limit) into a flag that the loop checks after each step; the loop then saves the step,
 waits for the write and exits. With several processes the flag is combined across them so that
 all save the same step.
@@ -106,30 +106,24 @@ def find_step_dir(path: str) -> str:
 
 
 def read_params(path: str) -> dict[str, np.ndarray]:
-    """All model parameters (trainable and frozen) of a trainer checkpoint as host arrays."""
+    """All model parameters (trainable and frozen) of a trainer checkpoint as host arrays (on the
+    first local CPU device; the optimiser state is not read)."""
     step_dir = find_step_dir(path)
-    meta = ocp.pytree_metadata(os.path.join(step_dir, "state"))
-    tree = meta.metadata if hasattr(meta, "metadata") else meta
-    wanted = {k: tree[k] for k in ("params", "frozen")}
+    tree = ocp.metadata(step_dir, checkpointable_name="state").metadata
     cpu = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
-    abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=cpu), wanted)
-    restored = ocp.load_pytree(os.path.join(step_dir, "state"), abstract_pytree=abstract, partial_load=True) if _has_partial() else None
-    if restored is None:
-        raise CheckpointError("this Orbax version cannot load part of a checkpoint")
+    abstract = {part: {n: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=cpu) for n, m in tree[part].items()} for part in ("params", "frozen")}
+    ctx = ocp.Context()
+    ctx.pytree.loading.partial_load = True
+    with ctx:
+        restored = ocp.load(step_dir, abstract, checkpointable_name="state")
     return {k: np.asarray(v) for part in ("params", "frozen") for k, v in restored[part].items()}
-
-
-def _has_partial() -> bool:
-    import inspect
-
-    return "partial_load" in inspect.signature(ocp.load_pytree).parameters
 
 
 class PreemptionGuard:
     """Sets `requested` on SIGTERM (and the other given signals); `should_stop()` combines the
     flag over processes."""
 
-    def __init__(self, signals=(signal.SIGTERM,)):
+    def __init__(self, signals=(signal.SIGTERM, signal.SIGUSR1)):
         self.requested = False
         self.signum = None
         self._previous = {}

@@ -7,7 +7,7 @@ have no optimiser state at all.
 The schedule follows PyTorch's `OneCycleLR(anneal_strategy="cos")` as pi^3 configures it
 (`pct_start` = warmup_frac, `div_factor`, `final_div_factor`): cosine from lr / div to lr over the
 warm-up steps, then cosine from lr down to lr / div / final_div at the last step. With
-warmup_frac = 0 (pi^3) the first step already uses the peak lr. One difference: pi^3 passes a
+warmup_frac = 0 (pi^3) the decay starts at once (PyTorch's empty first phase ends at step -1). One difference: pi^3 passes a
 single `max_lr` to OneCycleLR, which overrides its separate encoder lr; here the encoder's group
 keeps its multiplier throughout (pi^3 freezes the encoder, so this changes nothing there).
 """
@@ -39,11 +39,11 @@ def one_cycle_schedule(peak: float, total_steps: int, warmup_frac: float = 0.0, 
 
     def schedule(step):
         s = jnp.asarray(step, jnp.float32)
+        down = cos_anneal(peak, end, jnp.clip((s - warm_end) / max(last - warm_end, 1.0), 0.0, 1.0))
         if warm_end > 0:
             up = cos_anneal(start, peak, jnp.clip(s / warm_end, 0.0, 1.0))
-            down = cos_anneal(peak, end, jnp.clip((s - warm_end) / max(last - warm_end, 1.0), 0.0, 1.0))
             return jnp.where(s <= warm_end, up, down)
-        return cos_anneal(peak, end, jnp.clip(s / max(last, 1.0), 0.0, 1.0))
+        return down
 
     return schedule
 
