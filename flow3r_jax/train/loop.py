@@ -117,8 +117,12 @@ def _initial_params(c, layout: ParamLayout, mesh, rules) -> dict:
         host = read_params(path)
         missing = [n for n in layout.names if n not in host]
         extra = [n for n in host if n not in layout.shapes]
-        if missing or extra:
-            raise CheckpointError(f"{path}: checkpoint parameters do not match model size {c.model.size!r}: missing {missing[:3]}, unexpected {extra[:3]} ({len(missing)} / {len(extra)})")
+        shapes = [f"{n} {tuple(np.shape(host[n]))} vs {layout.shapes[n]}" for n in layout.names if n in host and tuple(np.shape(host[n])) != layout.shapes[n]]
+        if missing or extra or shapes:
+            raise CheckpointError(
+                f"{path}: checkpoint parameters do not match model size {c.model.size!r}: "
+                f"{len(missing)} missing {missing[:3]}, {len(extra)} unexpected {extra[:3]}, {len(shapes)} of another shape {shapes[:3]}"
+            )
     else:
         raise ConfigError(f"config.init.kind must be random, pretrained or checkpoint, got {kind!r}")
     return layout.put(host, mesh, rules)

@@ -15,9 +15,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 JIT_CACHE = os.path.join(tempfile.gettempdir(), "flow3r_jax_test_jit_cache")
 
 
-def env(**extra) -> dict:
+# Fake CPU devices share 2 cores: a collective may wait far longer than XLA's default 40 s for
+# its slowest participant, which then aborts the process. Tests wait instead.
+COLLECTIVE_WAIT = " ".join(f"--xla_cpu_collective_{k}={v}" for k, v in [("call_terminate_timeout_seconds", 1800), ("call_warn_stuck_timeout_seconds", 600), ("timeout_seconds", 1800)])
+
+
+def env(xla_flags: str = "", **extra) -> dict:
     e = {**os.environ, "PYTHONPATH": ROOT, "JAX_COMPILATION_CACHE_DIR": JIT_CACHE, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
-    e.pop("XLA_FLAGS", None)
+    e["XLA_FLAGS"] = f"{xla_flags} {COLLECTIVE_WAIT}".strip()
     e.update(extra)
     return e
 
