@@ -43,6 +43,7 @@ EXTRAS = {
         "hypothesis==6.170.15",
         "scipy==1.17.1",
         "pycolmap==4.2.1",  # reads the COLMAP models `reconstruct` writes (round-trip test)
+        "evo==1.38.1",  # reference ATE / RPE for the trajectory metrics (tests/eval)
     ],
     # Reading the official `flow3r.bin` needs torch; safetensors files never do.
     # torch==2.13.0 is the CPU build; any other version pulls gigabytes of CUDA wheels.

@@ -138,4 +138,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.every = 0
     c.eval.sources = ""  # held-back dataset directories for flow3r_jax.train.evaluate
     c.eval.batches = 4
+    # For fn = "flow3r_jax.eval.follow:benchmark_metrics": benchmarks run in the trainer.
+    c.eval.benchmarks = ""  # e.g. "synthetic" or "sintel,tum"
+    c.eval.data_root = ""
+    c.eval.out_dir = ""  # where their JSON / table go (default: a temporary directory)
+    c.eval.max_sequences = 0  # 0: all sequences
+    c.eval.tasks = ""  # e.g. "video_depth,pose_trajectory" (default: every task of each benchmark)
+    c.eval.load_width = 0  # 0: π³'s input widths (512 / 518)
     return c

@@ -54,14 +54,72 @@ class ReconstructionError(ValueError):
 # ------------------------------------------------------------------------------- input
 
 
-def read_input_frames(path: str, frames: int | None = None) -> tuple[np.ndarray, list[str]]:
-    """uint8 frames (K, H, W, 3) and their names from a video or image folder, K evenly spaced
-    frames when `frames` is given (default: all, at most 60). Raises FrameReadError (unreadable
-    file, mixed sizes, missing path) or ReconstructionError (fewer than 3 frames)."""
+def read_frame_list(list_path: str) -> list[str]:
+    """The frames named by a list file: a JSON list, or one entry per line (blank lines and
+    `#` comments skipped). Entries are image file names of a folder (with or without their
+    extension) or frame indices of a video."""
+    if not os.path.isfile(list_path):
+        raise ReconstructionError(f"--frames-from {list_path}: no such file")
+    with open(list_path) as f:
+        text = f.read()
+    if text.lstrip().startswith("["):
+        try:
+            entries = [str(e) for e in json.loads(text)]
+        except json.JSONDecodeError as e:
+            raise ReconstructionError(f"--frames-from {list_path}: not a valid JSON list ({e})") from e
+    else:
+        entries = [ln.split("#", 1)[0].strip() for ln in text.splitlines()]
+        entries = [e for e in entries if e]
+    if len(entries) != len(set(entries)):
+        raise ReconstructionError(f"--frames-from {list_path}: frames listed twice")
+    return entries
+
+
+def _select_listed(path: str, list_path: str):
+    """Frames of `path` named by the list file `list_path`, in the list's order."""
+    from flow3r_jax.data.frames import list_images, read_frames, read_image
+
+    entries = read_frame_list(list_path)
+    if os.path.isdir(path):
+        files = list_images(path)
+        by_name = {os.path.basename(f): f for f in files}
+        by_name.update({os.path.splitext(os.path.basename(f))[0]: f for f in files})
+        missing = [e for e in entries if os.path.basename(e) not in by_name]
+        if missing:
+            raise ReconstructionError(f"--frames-from {list_path}: {len(missing)} listed frame(s) not in {path}: {missing[:5]}")
+        chosen = [by_name[os.path.basename(e)] for e in entries]
+        images = [read_image(f) for f in chosen]
+        if len({im.shape for im in images}) > 1:
+            raise ReconstructionError(f"{path}: the listed frames have different sizes")
+        return np.stack(images), [os.path.basename(f) for f in chosen]
+    bad = [e for e in entries if not e.isdigit()]
+    if bad:
+        raise ReconstructionError(f"--frames-from {list_path}: a video's frames are listed by index, got {bad[:5]}")
+    indices = [int(e) for e in entries]
+    images, _, _ = read_frames(path, indices=indices)
+    if len(images) != len(indices):
+        raise ReconstructionError(f"--frames-from {list_path}: {path} has no frame(s) {sorted(set(indices))[len(images):][:5]}")
+    return images, [f"frame_{i:05d}" for i in indices]
+
+
+def read_input_frames(path: str, frames: int | None = None, frames_from: str | None = None) -> tuple[np.ndarray, list[str]]:
+    """uint8 frames (K, H, W, 3) and their names from a video or image folder: the frames named
+    in the list file `frames_from`, or K evenly spaced frames when `frames` is given (default:
+    all, at most 60). Raises FrameReadError (unreadable file, mixed sizes, missing path) or
+    ReconstructionError (fewer than 3 frames, a listed frame that does not exist)."""
     from flow3r_jax.data.frames import FrameReadError, probe_video, read_frames, read_image_folder
 
     if frames is not None and frames < MIN_FRAMES:
         raise ReconstructionError(f"--frames {frames}: at least {MIN_FRAMES} frames are needed")
+    if frames_from is not None:
+        if frames is not None:
+            raise ReconstructionError("--frames and --frames-from exclude each other")
+        if not os.path.exists(path):
+            raise FrameReadError(f"{path}: no such file or directory")
+        images, names = _select_listed(path, frames_from)
+        if len(images) < MIN_FRAMES:
+            raise ReconstructionError(f"--frames-from {frames_from}: {len(images)} frame(s) listed, at least {MIN_FRAMES} are needed")
+        return images, names
     want = frames if frames is not None else DEFAULT_MAX_FRAMES
     if os.path.isdir(path):
         images, _, names = read_image_folder(path)
@@ -304,6 +362,10 @@ def write_outputs(out_dir: str, names: list[str], input_size, rec: Reconstructio
     write_colmap_model(paths["colmap"], names, rec.poses, camera, pts[sub], colors[sub], (obs_img, obs_xy))
     paths["ply"] = os.path.join(out_dir, "points.ply")
     write_ply(paths["ply"], pts, colors)
+    # Per-frame depth for scoring (launch.eval --predictions): z-depth on the model grid, the
+    # intrinsics of that grid, the frame names and the input size.
+    paths["depth"] = os.path.join(out_dir, "depth.npz")
+    np.savez_compressed(paths["depth"], depth=np.asarray(rec.depth, np.float32), K=np.asarray(rec.K_model, np.float64), names=np.asarray(names), input_size=np.asarray(input_size))
     if "history" in rec.info:
         paths["history"] = os.path.join(out_dir, "flowmap_history.json")
         with open(paths["history"], "w") as f:
@@ -332,11 +394,12 @@ def reconstruct(
     progress: bool = True,
     reference_poses=None,
     ff_pixels: int = 255_000,
+    frames_from: str | None = None,
 ) -> dict:
     """The command as a function: returns the written paths and the run summary."""
     if refine and checkpoint is None:
         raise ReconstructionError("--refine needs --checkpoint (it refines the feed-forward model's depth)")
-    images, names = read_input_frames(input_path, frames)
+    images, names = read_input_frames(input_path, frames, frames_from)
     H0, W0 = images.shape[1:3]
     log.info("input: %s, %d frames of %dx%d", input_path, len(images), H0, W0)
     if checkpoint is not None:
@@ -397,6 +460,7 @@ def main(argv=None) -> int:
     p.add_argument("--model-size", default="large", help="model size of a state-dict checkpoint (default large)")
     p.add_argument("--refine", action="store_true", help="with --checkpoint: refine with the per-scene optimiser")
     p.add_argument("--frames", type=int, default=None, help=f"use N evenly spaced frames (default: all, at most {DEFAULT_MAX_FRAMES})")
+    p.add_argument("--frames-from", default=None, metavar="LIST", help="use the frames named in LIST (one per line or a JSON list: image file names of a folder, or frame indices of a video), e.g. the frame list launch.eval saved")
     p.add_argument("--steps", type=int, default=2000, help="optimisation steps (default 2000, FlowMap's)")
     p.add_argument("--init", default="pretrained", help="'pretrained' (shipped, default), 'random', or an initialisation .npz")
     p.add_argument("--explicit-depth", action="store_true", help="per-pixel depth (FlowMap's ablation) instead of the CNN")
@@ -409,7 +473,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.demo is not None:
         # The demo takes --init, --explicit-depth and --no-progress; refuse what it would ignore.
-        ignored = ("input", "out", "checkpoint", "refine", "frames", "steps", "pixels", "ff_pixels", "model_size")
+        ignored = ("input", "out", "checkpoint", "refine", "frames", "frames_from", "steps", "pixels", "ff_pixels", "model_size")
         unused = ["--" + d.replace("_", "-") for d in ignored if getattr(args, d) != p.get_default(d)]
         if unused:
             p.error(f"--demo renders its own 16-frame video and takes --demo-steps, --init, --explicit-depth and --no-progress; it does not take {', '.join(unused)}")
@@ -422,7 +486,7 @@ def main(argv=None) -> int:
     try:
         result = reconstruct(
             args.input, args.out, args.checkpoint, args.refine, args.frames, args.steps, args.init, args.pixels,
-            args.model_size, args.explicit_depth, not args.no_progress, ff_pixels=args.ff_pixels,
+            args.model_size, args.explicit_depth, not args.no_progress, ff_pixels=args.ff_pixels, frames_from=args.frames_from,
         )
     except (FrameReadError, ReconstructionError) as err:
         print(f"reconstruct: error: {err}", file=sys.stderr)
