@@ -659,3 +659,20 @@ def test_generic_tum_trajectory_and_depth(tmp_path):
     _image(f"{d}/images/{105.0:.3f}.png")
     with pytest.raises(BenchmarkError, match="groundtruth.txt: 1 frame timestamp.*no ground truth within 0.02 s.*first: 105.000000"):
         load_benchmark("generic", d, "pose_trajectory")
+
+
+def test_nyu_pairs_images_with_depth_by_name(tmp_path):
+    root = tmp_path / "nyu" / "val"
+    depth = np.random.default_rng(0).uniform(0.5, 9.0, (H, W)).astype(np.float32)
+    depth[0, 0] = np.nan
+    for name in ("00001", "00002"):
+        _write(str(root / "nyu_images" / f"{name}.png"), _PNG)
+        os.makedirs(root / "nyu_depths", exist_ok=True)
+        np.save(root / "nyu_depths" / f"{name}.npy", depth * int(name))
+    seqs = load_benchmark("nyu-v2", str(tmp_path / "nyu"), "mono_depth")
+    assert [s.frame_ids for s in seqs] == [["00001"], ["00002"]] and seqs[0].intrinsics is None  # not 640x480
+    d = seqs[1].load_depths()[0]
+    assert d[0, 0] == 0.0 and np.allclose(d[1:], 2 * depth[1:])
+    os.remove(root / "nyu_depths" / "00002.npy")
+    with pytest.raises(BenchmarkError, match=r"frame counts disagree \(images=2, depths=1\)"):
+        load_benchmark("nyu-v2", str(tmp_path / "nyu"), "mono_depth")

@@ -15,6 +15,7 @@ image is decoded; every problem is a `BenchmarkError` (a ValueError) naming the 
 | sintel | sintel | video / mono depth, trajectory | 14 final-pass sequences, all frames |
 | bonn | tum_rgbd | video / mono depth | 5 sequences, sorted frames [30:140] |
 | kitti | kitti_depth | video / mono depth | first 110 annotated frames per val drive |
+| nyu-v2 | nyu | mono depth | every image of nyu_images/ with its nyu_depths/*.npy |
 | tum | tum_rgbd | trajectory | 8 fr3 dynamic, associated frames [::3][:90] |
 | scannet | scannet | trajectory | scene0707_00..0806_00, frames [:270:3] |
 | kitti_odometry | kitti_odometry | trajectory | sequences 00-10, all frames |
@@ -38,6 +39,7 @@ from flow3r_jax.eval.benchmarks import (
     kitti_depth,
     kitti_odometry,
     nrgbd,
+    nyu,
     re10k,
     scannet,
     seven_scenes,
@@ -65,6 +67,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
         BenchmarkSpec("sintel", _DEPTH + ("pose_trajectory",), True, sintel.load, "MPI-Sintel training, final pass"),
         BenchmarkSpec("bonn", _DEPTH, True, tum_rgbd.load_bonn, "Bonn RGB-D Dynamic"),
         BenchmarkSpec("kitti", _DEPTH, True, kitti_depth.load, "KITTI depth, annotated validation drives"),
+        BenchmarkSpec("nyu-v2", ("mono_depth",), False, nyu.load, "NYU-Depth v2 (pi^3's nyu_images / nyu_depths)"),
         BenchmarkSpec("tum", ("pose_trajectory",), True, tum_rgbd.load_tum, "TUM RGB-D (fr3 dynamic)"),
         BenchmarkSpec("scannet", ("pose_trajectory",), False, scannet.load, "ScanNet v2"),
         BenchmarkSpec("kitti_odometry", ("pose_trajectory",), True, kitti_odometry.load, "KITTI odometry, cam2"),
