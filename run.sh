@@ -3,18 +3,18 @@
 #   ./run.sh demo   creates .venv/ if missing, installs flow3r_jax, runs the main job on built-in data
 #   ./run.sh test   creates .venv/ if missing, installs flow3r_jax[test,...], runs the test suite
 # Extra arguments after `test` go to pytest (e.g. ./run.sh test -k procrustes -x).
-# Set PYTHON to choose the interpreter (CPython 3.11 is required).
+# Set PYTHON to choose the interpreter (CPython 3.11 or 3.12 is required).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 find_python() {
-  for cand in "${PYTHON:-}" python3.11 python3 python; do
+  for cand in "${PYTHON:-}" python3.11 python3.12 python3 python; do
     [ -n "$cand" ] || continue
-    if command -v "$cand" >/dev/null 2>&1 && "$cand" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+    if command -v "$cand" >/dev/null 2>&1 && "$cand" -c 'import sys; sys.exit(sys.version_info[:2] not in ((3, 11), (3, 12)))' 2>/dev/null; then
       echo "$cand"; return 0
     fi
   done
-  echo "run.sh: CPython 3.11 not found (set PYTHON=/path/to/python3.11)" >&2
+  echo "run.sh: CPython 3.11 or 3.12 not found (set PYTHON=/path/to/python3.11 or python3.12)" >&2
   return 1
 }
 

@@ -1,9 +1,11 @@
 """flow3r_jax: Flow3r (pi^3 + factored flow head) in JAX/Flax, with training, data pipelines,
 FlowMap-style per-scene optimisation and evaluation.
 
-Every dependency is pinned to a version set that installs together on CPython 3.11 (checked with
-`pip check`). The base install has neither TensorFlow nor PyTorch: TFDS is used only through its
-TensorFlow-free `tfds.data_source` path, and PyTorch lives in the `[convert]` extra.
+Every dependency is pinned to a version set that installs together on CPython 3.11 and 3.12
+(checked with `pip check` by `tools/check_python_envs.sh`). The base install has neither
+TensorFlow nor PyTorch: TFDS is used only through its TensorFlow-free `tfds.data_source` path, and
+PyTorch lives in the `[convert]` extra. The base install runs on CPU; `[gpu]` adds JAX's CUDA 12
+plugin and `[tpu]` adds libtpu, both matching jax==0.10.2 (Linux x86_64 wheels).
 """
 
 from setuptools import find_packages, setup
@@ -59,6 +61,17 @@ EXTRAS = {
     ],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
+# Accelerators (not in `all`: each machine takes one of them). What `jax[cuda12]` and `jax[tpu]`
+# of jax 0.10.2 require, pinned: the plugin pulls the CUDA 12 / cuDNN / NCCL wheels (`with-cuda`)
+# within the ranges it declares, so the machine needs only an NVIDIA driver (>= 525.60.13, JAX's
+# installation guide).
+EXTRAS["gpu"] = [
+    "jax-cuda12-plugin[with-cuda]==0.10.2",
+    "jax-cuda12-pjrt==0.10.2",
+]
+EXTRAS["tpu"] = [
+    "libtpu==0.0.42.1",  # jax 0.10.2 requires libtpu 0.0.42.*
+]
 
 setup(
     name="flow3r_jax",
@@ -66,7 +79,7 @@ setup(
     description="Flow3r in JAX/Flax: 3D geometry and camera motion from video, at pod scale.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.11,<3.12",
+    python_requires=">=3.11,<3.13",
     packages=find_packages(include=["flow3r_jax", "flow3r_jax.*", "data_pipelines", "data_pipelines.*"]),
     package_data={"flow3r_jax.flowmap": ["assets/*.npz"]},  # the shipped FlowMap initialisation
     install_requires=INSTALL_REQUIRES,

@@ -9,6 +9,12 @@ OPTIONS is a comma-separated list of NAME=VALUE (all optional):
     init=random|pretrained|checkpoint   where the weights come from (init.path names the file or
                                  the stage-1 workdir / step directory)
     heads=factored|tracking|projective  the flow head (the paper's ablation)
+    buckets=none|pi3             none: every sample has data.frames frames, data.global_batch
+                                 per step; pi3: pi^3's 2-24 frames per sample as frame-count
+                                 buckets under a per-device image budget (flow3r_jax/train/plan.py)
+    mesh=dp|fsdp                 dp: data parallel (mesh.data = -1); fsdp: parameters and
+                                 optimiser state sharded over every device (mesh.fsdp = -1)
+    schedule=onecycle|constant   pi^3's one-cycle cosine, or the peak lr throughout
 
 Every field is overridable on the command line, e.g. `--config.train.lr=1e-4`,
 `--config.data.sources=/data/synthetic:1,/data/videos:3`. Defaults are those of `large`; each cites
@@ -19,12 +25,15 @@ from __future__ import annotations
 
 import ml_collections
 
-_OPTIONS = {"size": "large", "stage": "2", "init": "random", "heads": "factored"}
+_OPTIONS = {"size": "large", "stage": "2", "init": "random", "heads": "factored", "buckets": "none", "mesh": "dp", "schedule": "onecycle"}
 _CHOICES = {
     "size": ("tiny", "small", "base", "large"),
     "stage": ("1", "2"),
     "init": ("random", "pretrained", "checkpoint"),
     "heads": ("factored", "tracking", "projective"),
+    "buckets": ("none", "pi3"),
+    "mesh": ("dp", "fsdp"),  # applied by _apply_run_options
+    "schedule": ("onecycle", "constant"),
 }
 
 
@@ -58,6 +67,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # pi^3 checkpoints decoder blocks from index 4 on (num_dec_blk_not_to_checkpoint: 4); our
     # stacks are scanned, so the policy applies to every block: "dots" keeps matmul outputs.
     c.model.remat = "none" if tiny else "dots"
+    # Attention `attention_chunk` queries at a time (same result; logits of 1024 queries x all
+    # keys instead of all x all: 24 frames of 518x378 are 24k tokens). 0 = one block.
+    c.model.attention_chunk = 0 if tiny else 1024
 
     c.init = ml_collections.ConfigDict()
     c.init.kind = opts["init"]
@@ -70,6 +82,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.sources = ""
     c.data.global_batch = 8 if tiny else 64  # samples per step over all devices (pi^3: 1 clip per GPU x 64 GPUs)
     c.data.frames = 4 if tiny else 24  # pi^3: 2-24 frames per sample; fixed N per compiled step
+    # Frame-count buckets "FRAMES[:WEIGHT],...": each a static shape with per-device batch
+    # images_per_device // FRAMES (pi^3 max_img_per_gpu: 64 at 224x224, 24 at 100k-255k pixels);
+    # "" = one shape (data.frames, data.global_batch). A bucket is drawn per global batch.
+    pi3_buckets = opts["buckets"] == "pi3"
+    c.data.buckets = ("2,4" if tiny else "2,4,8,12,16,24") if pi3_buckets else ""
+    c.data.images_per_device = (8 if tiny else 64) if pi3_buckets else 0
     c.data.pairs = 4 if tiny else 8
     c.data.height = 56 if tiny else 224  # pi^3 lowres stage: 224x224
     c.data.width = 56 if tiny else 224
@@ -145,4 +163,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.max_sequences = 0  # 0: all sequences
     c.eval.tasks = ""  # e.g. "video_depth,pose_trajectory" (default: every task of each benchmark)
     c.eval.load_width = 0  # 0: π³'s input widths (512 / 518)
+    _apply_run_options(c, opts)
     return c
+
+
+def _apply_run_options(c: ml_collections.ConfigDict, opts: dict[str, str]) -> None:
+    """The `mesh` and `schedule` options over the defaults set above."""
+    if opts["mesh"] == "fsdp":
+        c.mesh.data, c.mesh.fsdp = 1, -1
+    if opts["schedule"] == "constant":  # the one-cycle schedule with no warm-up and no decay
+        c.train.warmup_frac, c.train.div_factor, c.train.final_div_factor = 0.0, 1.0, 1.0
+
+
+def sweep():
+    """Learning rate against model size around pi^3's 5e-5 (`launch.sweep configs/flow3r.py`;
+    data.sources and the rest from the command line): 2 x 3 jobs."""
+    for size in ("small", "base"):
+        for lr in (2.5e-5, 5e-5, 1e-4):
+            yield {"size": size, "train.lr": lr}

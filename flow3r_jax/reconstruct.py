@@ -21,6 +21,10 @@ pixels of the input images), `sparse/0` (COLMAP model: cameras, images, points3D
 `--demo DIR` renders a built-in synthetic video (`data_pipelines.synthetic`), reconstructs it
 and scores the result against the exact ground truth (`./run.sh demo`).
 
+`--config configs/flowmap.py[:OPTIONS]` (with `--config.x=y` overrides) gives the defaults
+of the options above and the per-scene optimiser's settings (`FlowMapConfig`); an option given
+on the command line wins over the config.
+
 Frames: `--frames N` takes N frames evenly spaced over the input (default: all, at most 60).
 At least 3 frames are needed; unreadable files and folders with mixed image sizes are reported
 with the offending file (`flow3r_jax.data.frames.FrameReadError`).
@@ -199,8 +203,9 @@ class Reconstruction:
     info: dict
 
 
-def run_flowmap(frames: np.ndarray, steps: int = 2000, init: str = "pretrained", pixels: int = 43_200, base_depth=None, explicit: bool = False, seed: int = 0, progress: bool = True) -> Reconstruction:
-    """The per-scene optimisation on uint8 frames (K, H, W, 3) (see the module docstring)."""
+def run_flowmap(frames: np.ndarray, steps: int = 2000, init: str = "pretrained", pixels: int = 43_200, base_depth=None, explicit: bool = False, seed: int = 0, progress: bool = True, flowmap: dict | None = None) -> Reconstruction:
+    """The per-scene optimisation on uint8 frames (K, H, W, 3) (see the module docstring).
+    `flowmap`: further `FlowMapConfig` fields (e.g. from `--config configs/flowmap.py`)."""
     import jax
 
     from flow3r_jax.data.frames import resize_frames
@@ -218,17 +223,18 @@ def run_flowmap(frames: np.ndarray, steps: int = 2000, init: str = "pretrained",
         base_depth = np.maximum(_resize_maps(base_depth, (h, w)), 1e-3)
     inputs = make_scene_inputs(small, flow_fw, flow_bw, tracks=tracks, base_depth=base_depth)
     progress_every = 10 if progress else 0
+    fields = dict(flowmap or {}, steps=steps, progress_every=progress_every)
     if explicit:
-        cfg = FlowMapConfig.explicit_depth(steps=steps, progress_every=progress_every)
+        cfg = FlowMapConfig.explicit_depth(**fields)
         params = init_params(cfg, K, (h, w), seed, base_depth=inputs.base_depth)
         init_name = "explicit"
     elif init == "random":
-        cfg = FlowMapConfig(steps=steps, progress_every=progress_every)
+        cfg = FlowMapConfig(**fields)
         params = init_params(cfg, K, (h, w), seed)
         init_name = "random"
     else:
         path = DEFAULT_INIT if init == "pretrained" else init
-        state, cfg = load_init(path, FlowMapConfig(steps=steps, progress_every=progress_every))
+        state, cfg = load_init(path, FlowMapConfig(**fields))
         if base_depth is not None:  # refine around the given depth: start exactly at it
             head = state["depth_net"]["depth_head"]
             head["kernel"].set_value(head["kernel"].get_value() * 0.0)
@@ -395,8 +401,10 @@ def reconstruct(
     reference_poses=None,
     ff_pixels: int = 255_000,
     frames_from: str | None = None,
+    flowmap: dict | None = None,
 ) -> dict:
-    """The command as a function: returns the written paths and the run summary."""
+    """The command as a function: returns the written paths and the run summary. `flowmap`:
+    further `FlowMapConfig` fields of the per-scene optimisation."""
     if refine and checkpoint is None:
         raise ReconstructionError("--refine needs --checkpoint (it refines the feed-forward model's depth)")
     images, names = read_input_frames(input_path, frames, frames_from)
@@ -406,10 +414,10 @@ def reconstruct(
         rec = run_feedforward(images, checkpoint, model_size, ff_pixels)
         if refine:
             ff = rec
-            rec = run_flowmap(images, steps, init, pixels, base_depth=ff.depth, explicit=explicit, progress=progress)
+            rec = run_flowmap(images, steps, init, pixels, base_depth=ff.depth, explicit=explicit, progress=progress, flowmap=flowmap)
             rec.info["feedforward"] = ff.info
     else:
-        rec = run_flowmap(images, steps, init, pixels, explicit=explicit, progress=progress)
+        rec = run_flowmap(images, steps, init, pixels, explicit=explicit, progress=progress, flowmap=flowmap)
     paths = write_outputs(out_dir, names, (H0, W0), rec, reference_poses)
     return dict(paths=paths, info={k: v for k, v in rec.info.items() if k != "history"}, poses=rec.poses, K_model=rec.K_model, input_size=(H0, W0))
 
@@ -452,6 +460,47 @@ def run_demo(out_dir: str, steps: int = 1000, frames: int = 16, init: str = "pre
     return summary
 
 
+def _split_config_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(the config's arguments: `--config[=]FILE[:OPTIONS]`, `--config.x[=]y`; the rest)."""
+    config_args, rest = [], []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--config" or (a.startswith("--config.") and "=" not in a):
+            config_args.append(f"{a}={argv[i + 1]}" if i + 1 < len(argv) else a)
+            i += 2
+            continue
+        (config_args if a.startswith(("--config=", "--config.")) else rest).append(a)
+        i += 1
+    return config_args, rest
+
+
+def _read_config(config_args: list[str]) -> tuple[dict, dict]:
+    """(argparse defaults, FlowMapConfig fields) from a configs/flowmap.py-style config file,
+    parsed with ml_collections' own `--config` flag so that overrides behave as in launch.train."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    argv = ["reconstruct", *config_args]
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "configs/flowmap.py[:OPTIONS]", flag_values=fv, lock_config=True, sys_argv=argv)
+    fv(argv)
+    c = fv.config
+    if c is None:
+        raise ReconstructionError("--config.x=y overrides need --config FILE")
+    if c.depth not in ("cnn", "explicit"):
+        raise ReconstructionError(f"config depth={c.depth!r}: expected 'cnn' or 'explicit'")
+    defaults = dict(
+        input=c.input or None, out=c.out or None, checkpoint=c.checkpoint or None, model_size=c.model_size, refine=bool(c.refine),
+        frames=c.frames or None, frames_from=c.frames_from or None, steps=int(c.steps), init=c.init, explicit_depth=c.depth == "explicit",
+        pixels=int(c.pixels), ff_pixels=int(c.ff_pixels), no_progress=not c.progress,
+    )
+    fields = c.flowmap.to_dict()
+    if fields.get("focal_regression_after") == 0:  # the config's spelling of None
+        fields["focal_regression_after"] = None
+    return defaults, fields
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m flow3r_jax.reconstruct", description=__doc__.split("\n\n")[0])
     p.add_argument("--input", help="video file or image folder")
@@ -469,6 +518,15 @@ def main(argv=None) -> int:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--demo", metavar="DIR", default=None, help="reconstruct a built-in synthetic video into DIR")
     p.add_argument("--demo-steps", type=int, default=1000, help="optimisation steps of --demo (default 1000)")
+    p.add_argument("--config", metavar="FILE[:OPTIONS]", help="defaults of these options and the optimiser's settings from an ml_collections config (configs/flowmap.py), with --config.x=y overrides")
+    config_args, argv = _split_config_args(list(sys.argv[1:] if argv is None else argv))
+    flowmap = None
+    if config_args:
+        try:
+            defaults, flowmap = _read_config(config_args)
+        except Exception as err:  # noqa: BLE001 - absl / ml_collections raise several kinds; all are usage errors
+            p.error(f"--config: {err}")
+        p.set_defaults(**defaults)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.demo is not None:
@@ -486,7 +544,7 @@ def main(argv=None) -> int:
     try:
         result = reconstruct(
             args.input, args.out, args.checkpoint, args.refine, args.frames, args.steps, args.init, args.pixels,
-            args.model_size, args.explicit_depth, not args.no_progress, ff_pixels=args.ff_pixels, frames_from=args.frames_from,
+            args.model_size, args.explicit_depth, not args.no_progress, ff_pixels=args.ff_pixels, frames_from=args.frames_from, flowmap=flowmap,
         )
     except (FrameReadError, ReconstructionError) as err:
         print(f"reconstruct: error: {err}", file=sys.stderr)

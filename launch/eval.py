@@ -10,6 +10,10 @@ checkpoints are evaluated as they appear (each once; restartable). `--prediction
 outputs already on disk (`DIR/<benchmark>/<sequence>/cameras.json`, `depth.npz`, as
 `reconstruct` writes them) with the same code. Results go to `--out` (JSON per checkpoint and
 benchmark, `results.md`, plots). `--cpu_devices N` gives N fake CPU devices (tests).
+
+`--config configs/eval.py[:OPTIONS]` (optional; `--config.x=y` overrides as in launch.train):
+the config's fields, named as the flags below, are their defaults (a benchmark suite, the
+protocol options); a flag given on the command line wins.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import os
 import sys
 
 from absl import app, flags
+from ml_collections import config_flags
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "checkpoint file, model directory, or training workdir / step directory")
 _PREDICTIONS = flags.DEFINE_string("predictions", None, "score predictions on disk instead of running a model")
@@ -31,11 +36,29 @@ _IDLE = flags.DEFINE_float("idle_timeout", None, "--follow: stop after this many
 _SIZE = flags.DEFINE_string("size", "large", "model size of a state-dict checkpoint (.bin / .safetensors)")
 _TAG = flags.DEFINE_string("tag", None, "name of this checkpoint's results (default: from the checkpoint path)")
 _TASKS = flags.DEFINE_list("tasks", None, "only these tasks (video_depth, mono_depth, pose_trajectory, pose_angular, pointmap, flow)")
-_DEPTH_ALIGN = flags.DEFINE_enum("depth_align", "scale_shift", ["scale_shift", "scale", "median"], "video depth alignment (π³: scale & shift)")
+_DEPTH_ALIGN = flags.DEFINE_enum("depth_align", "scale_shift", ["scale_shift", "l1_scale", "median"], "video depth alignment (π³: scale & shift; l1_scale: one L1-fitted scale; median: median scale)")
 _PLOTS = flags.DEFINE_integer("plots", 2, "sequences plotted per benchmark and task")
 _MAX_SEQ = flags.DEFINE_integer("max_sequences", None, "only the first N sequences of each benchmark (smoke runs)")
 _LOAD_WIDTH = flags.DEFINE_integer("load_width", None, "input width instead of π³'s 512 / 518 (quick looks, tests; not the protocol)")
 _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", None, "fake CPU devices for this process (tests)")
+_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/eval.py[:OPTIONS]: defaults of the flags above (a flag given on the command line wins)", lock_config=True)
+
+
+def _apply_config() -> None:
+    """Sets every flag not given on the command line from the config field of the same name
+    ("" and None fields leave the flag's own default)."""
+    config = _CONFIG.value
+    if config is None:
+        return
+    for name, value in config.items():
+        if name == "options":
+            continue
+        if name not in flags.FLAGS or name == "config":
+            raise app.UsageError(f"--config: field {name!r} is not a launch.eval flag")
+        flag = flags.FLAGS[name]
+        if flag.present or value is None or value == "":
+            continue
+        flag.value = flag.parser.parse(value)
 
 
 def _tag_of(path: str) -> str:
@@ -53,6 +76,7 @@ def _tag_of(path: str) -> str:
 def main(argv) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    _apply_config()
     if bool(_CHECKPOINT.value) == bool(_PREDICTIONS.value):
         raise app.UsageError("give exactly one of --checkpoint and --predictions")
     if not _BENCHMARKS.value or not _DATA_ROOT.value or not _OUT.value:

@@ -16,7 +16,7 @@ def test_info_command_prints_versions():
 
     assert f"flow3r_jax {flow3r_jax.__version__}" in out
     assert f"jax                    {jax.__version__}" in out
-    assert "python     3.11" in out
+    assert f"python     {sys.version_info.major}.{sys.version_info.minor}" in out
     assert "jax backend cpu" in out
 
 

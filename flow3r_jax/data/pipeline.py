@@ -15,6 +15,13 @@ restored iterator continues exactly where the saved one stopped.
 
 Sharding across processes: each process reads the records `process_index::process_count` of
 every source (disjoint, together complete), created after `jax.distributed.initialize`.
+
+Frame-count buckets (`InputConfig.buckets`, pi^3 / VGGT's 2-24 frames per sample with a per-device
+image budget): every batch has one bucket's frame count, flow pairs and batch size, so the train
+step sees a few static shapes. The bucket of batch `i` is drawn from `(seed, i)` alone, the same on
+every process; batch `i` takes the next `batch_size` records of this process's mixture stream
+(`BucketBatches`: its start is the running sum of the earlier batches' sizes, kept in blocks, so
+any batch is found in O(1) amortised and a restored iterator continues exactly).
 """
 
 from __future__ import annotations
@@ -30,7 +37,18 @@ from flow3r_jax.data.memory import keep_freed_memory
 from flow3r_jax.data.sample import SampleConfig, make_sample, sample_spec
 from flow3r_jax.data.sources import DatasetError, open_source
 
-__all__ = ["InputConfig", "EpochShuffle", "build_dataset", "to_global_batch", "batch_spec"]
+__all__ = ["InputConfig", "Bucket", "EpochShuffle", "BucketBatches", "build_dataset", "to_global_batch", "batch_spec", "bucket_sample_config"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Bucket:
+    """One static batch shape: `frames` per sample, `pairs` flow pairs per sample, `batch_size`
+    samples per process, drawn with probability proportional to `weight`."""
+
+    frames: int
+    pairs: int
+    batch_size: int
+    weight: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +69,10 @@ class InputConfig:
     # wide, in this process and in Grain's workers; see `flow3r_jax.data.memory`).
     keep_freed_memory: bool = True
     direct_reader: bool = True  # sources.open_source(direct=): read shards without ArrayRecord's copies
+    # Frame-count buckets: () = one shape (sample.frames, sample.pairs, batch_size). Otherwise
+    # every batch is one bucket's shape (its frames / pairs replace the sample config's) and
+    # `batch_size` is not used.
+    buckets: tuple[Bucket, ...] = ()
 
     def __post_init__(self):
         if not self.sources:
@@ -59,6 +81,15 @@ class InputConfig:
             raise ValueError(f"InputConfig: mixture weights must be positive, got {[w for _, w in self.sources]}")
         if self.batch_size < 1:
             raise ValueError(f"InputConfig: batch_size must be >= 1, got {self.batch_size}")
+        for b in self.buckets:
+            if b.frames < 1 or b.pairs < 0 or b.batch_size < 1 or not b.weight > 0:
+                raise ValueError(f"InputConfig: bucket {b} needs frames >= 1, pairs >= 0, batch_size >= 1 and a positive weight")
+        if len({b.frames for b in self.buckets}) != len(self.buckets):
+            raise ValueError(f"InputConfig: bucket frame counts must differ, got {[b.frames for b in self.buckets]}")
+
+
+def bucket_sample_config(sample: SampleConfig, bucket: Bucket) -> SampleConfig:
+    return dataclasses.replace(sample, frames=bucket.frames, pairs=bucket.pairs)
 
 
 class _Sample(grain.transforms.RandomMap):
@@ -123,6 +154,75 @@ class EpochShuffle(grain.MapDataset):
         return state
 
 
+class BucketBatches(grain.MapDataset):
+    """Element `i` is batch `i` of a bucketed stream: a dict of stacked samples whose shape is
+    that of bucket `bucket_of(i)`, made from records `start(i) .. start(i) + batch_size - 1` of
+    the parent (an infinite MapDataset of (source, record) pairs).
+
+    `bucket_of(i)` depends on (seed, i) only, so every process draws the same bucket for the same
+    global batch. `start(i)` is the sum of the earlier batches' sizes: computed per block of
+    `BLOCK` batches (one vectorised draw each) and cached, so sequential reads and restores cost
+    O(1) amortised. Each sample's random choices come from (seed, stream, record position): the
+    stream is a pure function of the config and the process."""
+
+    BLOCK = 1024
+
+    def __init__(self, parent: grain.MapDataset, sample: SampleConfig, buckets: tuple[Bucket, ...], seed: int, stream: int):
+        super().__init__(parent)
+        self._sample = sample
+        self._configs = [bucket_sample_config(sample, b) for b in buckets]
+        self._sizes = np.array([b.batch_size for b in buckets], np.int64)
+        w = np.array([b.weight for b in buckets], np.float64)
+        self._p = w / w.sum()
+        self._seed, self._stream = int(seed), int(stream)
+        self._blocks: dict[int, np.ndarray] = {}  # block -> bucket index of each of its batches
+        self._block_start = [0]  # first record position of block k (grown on demand)
+
+    def __len__(self) -> int:
+        return len(self._parent)  # the parent repeats forever; so does this
+
+    def __str__(self) -> str:
+        return f"BucketBatches(frames={[c.frames for c in self._configs]}, seed={self._seed})"
+
+    def _block(self, k: int) -> np.ndarray:
+        b = self._blocks.get(k)
+        if b is None:
+            b = np.random.default_rng([self._seed, 0xB0C4E7, k]).choice(len(self._sizes), size=self.BLOCK, p=self._p)
+            if len(self._blocks) > 4:
+                self._blocks.pop(min(self._blocks), None)
+            self._blocks[k] = b
+        return b
+
+    def bucket_of(self, index: int) -> int:
+        """The bucket of batch `index` (the same on every process)."""
+        return int(self._block(index // self.BLOCK)[index % self.BLOCK])
+
+    def start(self, index: int) -> int:
+        """Position in the parent stream of batch `index`'s first record."""
+        k, r = divmod(int(index), self.BLOCK)
+        while len(self._block_start) <= k:  # reader threads may race: both compute the same value
+            j = len(self._block_start) - 1
+            self._block_start.append(self._block_start[j] + int(self._sizes[self._block(j)].sum()))
+        return self._block_start[k] + int(self._sizes[self._block(k)[:r]].sum())
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        b = self.bucket_of(index)
+        first = self.start(index)
+        samples = []
+        for pos in range(first, first + int(self._sizes[b])):
+            source, record = self._parent[pos]
+            rng = np.random.default_rng([self._seed, self._stream, pos])
+            samples.append(make_sample(record, self._configs[b], rng, source))
+        return _batch(samples)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_blocks"], state["_block_start"] = {}, [0]
+        return state
+
+
 def _init_worker(keep_memory: bool, worker_index: int, worker_count: int) -> None:
     if keep_memory:
         keep_freed_memory()
@@ -159,9 +259,12 @@ def build_dataset(cfg: InputConfig, process_index: int | None = None, process_co
         parts.append(ds)
         weights.append(weight)
     ds = grain.MapDataset.mix(parts, weights) if len(parts) > 1 else parts[0]
-    ds = ds.random_map(_Sample(cfg.sample), seed=cfg.seed * 7919 + process_index)
     read = grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=cfg.read_buffer)
-    ds = ds.to_iter_dataset(read_options=read).batch(cfg.batch_size, drop_remainder=True, batch_fn=_batch)
+    if cfg.buckets:  # whole batches are the elements: each has its bucket's shape
+        ds = BucketBatches(ds, cfg.sample, cfg.buckets, seed=cfg.seed, stream=process_index).to_iter_dataset(read_options=read)
+    else:
+        ds = ds.random_map(_Sample(cfg.sample), seed=cfg.seed * 7919 + process_index)
+        ds = ds.to_iter_dataset(read_options=read).batch(cfg.batch_size, drop_remainder=True, batch_fn=_batch)
     if cfg.num_workers > 0:
         _ensure_absl_flags_parsed()
         ds = ds.mp_prefetch(
@@ -171,9 +274,11 @@ def build_dataset(cfg: InputConfig, process_index: int | None = None, process_co
     return ds
 
 
-def batch_spec(cfg: InputConfig, global_batch: int) -> dict[str, jax.ShapeDtypeStruct]:
-    """Shapes of a global batch (for ahead-of-time compilation of train steps)."""
-    return {k: jax.ShapeDtypeStruct((global_batch,) + shape, dtype) for k, (shape, dtype) in sample_spec(cfg.sample).items()}
+def batch_spec(cfg: InputConfig | SampleConfig, global_batch: int) -> dict[str, jax.ShapeDtypeStruct]:
+    """Shapes of a global batch (for ahead-of-time compilation of train steps); give a bucket's
+    sample config (`bucket_sample_config`) for a bucketed input."""
+    sample = cfg.sample if isinstance(cfg, InputConfig) else cfg
+    return {k: jax.ShapeDtypeStruct((global_batch,) + shape, dtype) for k, (shape, dtype) in sample_spec(sample).items()}
 
 
 def to_global_batch(host_batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh, axes=("data", "fsdp")) -> dict[str, jax.Array]:

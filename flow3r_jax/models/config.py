@@ -47,6 +47,7 @@ class ModelConfig:
     # Numerics and memory.
     trunk_dtype: str = "float32"  # encoder, decoder and head decoders; heads always run in fp32
     remat: str = "none"  # "none" | "full" | "dots": rematerialisation policy per transformer block
+    attention_chunk: int = 0  # > 0: attention `chunk` queries at a time (layers.chunked_attention)
 
     def __post_init__(self):
         for name in ("enc", "dec", "head"):
@@ -65,6 +66,8 @@ class ModelConfig:
             raise ValueError(f"ModelConfig: unknown flow_head {self.flow_head!r}")
         if self.remat not in ("none", "full", "dots"):
             raise ValueError(f"ModelConfig: unknown remat policy {self.remat!r}")
+        if self.attention_chunk < 0:
+            raise ValueError(f"ModelConfig: attention_chunk must be >= 0, got {self.attention_chunk}")
         if self.trunk_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"ModelConfig: trunk_dtype must be float32 or bfloat16, got {self.trunk_dtype!r}")
 

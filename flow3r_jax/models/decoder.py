@@ -33,7 +33,7 @@ class DecoderPair(nnx.Module):
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         dtype = jnp.dtype(cfg.trunk_dtype)
-        kw = dict(mlp_ratio=cfg.mlp_ratio, layerscale=cfg.dec_layerscale_init, qk_norm=True, rope_base=cfg.rope_base, rngs=rngs, dtype=dtype)
+        kw = dict(mlp_ratio=cfg.mlp_ratio, layerscale=cfg.dec_layerscale_init, qk_norm=True, rope_base=cfg.rope_base, rngs=rngs, dtype=dtype, attention_chunk=cfg.attention_chunk)
         self.frame = Block(cfg.dec_dim, cfg.dec_heads, **kw)
         self.global_ = Block(cfg.dec_dim, cfg.dec_heads, **kw)
 

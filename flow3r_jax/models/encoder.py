@@ -40,7 +40,7 @@ class Encoder(nnx.Module):
         self.register_tokens = nnx.Param(init(rngs.params(), (1, cfg.enc_registers, D)), out_sharding=(None, None, "embed"))
         self.blocks = stacked(
             cfg.enc_depth,
-            lambda r: Block(D, cfg.enc_heads, mlp_ratio=cfg.mlp_ratio, layerscale=cfg.enc_layerscale_init, rngs=r, dtype=dtype),
+            lambda r: Block(D, cfg.enc_heads, mlp_ratio=cfg.mlp_ratio, layerscale=cfg.enc_layerscale_init, rngs=r, dtype=dtype, attention_chunk=cfg.attention_chunk),
             rngs,
         )
         self.norm = layer_norm(D, 1e-6, rngs=rngs, dtype=dtype)

@@ -23,7 +23,7 @@ class HeadDecoder(nnx.Module):
         self.projects = dense(2 * cfg.dec_dim, cfg.head_dim, ("embed", "mlp"), rngs=rngs, dtype=dtype)
         self.blocks = stacked(
             cfg.head_depth,
-            lambda r: Block(cfg.head_dim, cfg.head_heads, mlp_ratio=cfg.mlp_ratio, rope_base=cfg.rope_base, rngs=r, dtype=dtype),
+            lambda r: Block(cfg.head_dim, cfg.head_heads, mlp_ratio=cfg.mlp_ratio, rope_base=cfg.rope_base, rngs=r, dtype=dtype, attention_chunk=cfg.attention_chunk),
             rngs,
         )
         self.linear_out = dense(cfg.head_dim, out_dim, ("embed", "mlp"), rngs=rngs, dtype=dtype)

@@ -7,7 +7,8 @@
 4. the parameter layout, the trainable / frozen split and the optimiser;
 5. the train state: restored from the workdir's latest checkpoint (parameters, optimiser and
    the data iterator: the run continues exactly), else created sharded from the init source;
-6. the compiled step (ahead of time, so its FLOPs are known before the first batch);
+6. the compiled steps, one per batch shape (frame-count buckets, `plan.py`), ahead of time, so
+   their FLOPs are known before the first batch and no step recompiles;
 7. the loop: batch -> step -> metrics / eval hook / checkpoint; SIGTERM saves and stops.
 """
 
@@ -21,31 +22,21 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec
 
-from flow3r_jax.data.pipeline import InputConfig, batch_spec, build_dataset, to_global_batch
-from flow3r_jax.data.sample import SampleConfig
+from flow3r_jax.data.pipeline import InputConfig, build_dataset, to_global_batch
 from flow3r_jax.data.sources import DatasetError
-from flow3r_jax.losses import LossConfig
-from flow3r_jax.models.config import get_model_config
 from flow3r_jax.train import distributed
 from flow3r_jax.train.checkpoint import Checkpoints, CheckpointError, PreemptionGuard, read_params
-from flow3r_jax.train.mesh import BATCH_AXES, make_mesh
+from flow3r_jax.train.mesh import make_mesh
 from flow3r_jax.train.metrics import MetricWriter, setup_logging
-from flow3r_jax.train.optimizer import make_optimizer
-from flow3r_jax.train.state import ParamLayout, replicated, trainable_mask
-from flow3r_jax.train.step import NONFINITE_TERMS, build_train_step, make_step_fn
+from flow3r_jax.train.plan import BatchShape, ConfigError, TrainPlan, model_config, sample_config
+from flow3r_jax.train.state import ParamLayout
 
 __all__ = ["train", "ConfigError", "parse_sources", "model_config", "TrainResult"]
 
 log = logging.getLogger("flow3r_jax.train")
-
-
-class ConfigError(ValueError):
-    pass
 
 
 class TrainResult(dict):
@@ -61,32 +52,16 @@ def parse_sources(text: str) -> tuple[tuple[str, float], ...]:
     return tuple(out)
 
 
-def model_config(c: ml_collections.ConfigDict):
-    return get_model_config(c.model.size, flow_head=c.model.flow_head, trunk_dtype=c.model.trunk_dtype, remat=c.model.remat)
-
-
-def _input_config(c, per_process: int) -> InputConfig:
+def _input_config(c, shapes: list[BatchShape]) -> InputConfig:
     sources = parse_sources(c.data.sources)
     if not sources:
         raise ConfigError("config.data.sources is empty: give dataset directories, e.g. --config.data.sources=/data/labeled:1,/data/videos:3")
     for path, _ in sources:
         if not os.path.isdir(path):
             raise DatasetError(f"dataset directory not found: {path} (config.data.sources)")
-    sample = SampleConfig(frames=c.data.frames, pairs=c.data.pairs, height=c.data.height, width=c.data.width, frame_mode=c.data.frame_mode, max_zoom=c.data.max_zoom, colour=c.data.colour)
-    return InputConfig(sources=sources, batch_size=per_process, sample=sample, seed=c.data.seed, num_workers=c.data.num_workers, read_threads=c.data.read_threads)
-
-
-def _check_batch(c, mesh) -> int:
-    gb, pc = int(c.data.global_batch), jax.process_count()
-    shards = mesh.shape["data"] * mesh.shape["fsdp"]
-    if gb < 1 or gb % shards:
-        raise ConfigError(f"config.data.global_batch={gb} is not divisible by the batch axes data x fsdp = {mesh.shape['data']} x {mesh.shape['fsdp']} = {shards}")
-    if gb % pc:
-        raise ConfigError(f"config.data.global_batch={gb} is not divisible by the {pc} processes")
-    m = int(c.train.microbatches)
-    if m < 1 or (gb // shards) % m:
-        raise ConfigError(f"config.train.microbatches={m} must divide the per-device batch {gb // shards}")
-    return gb // pc
+    pc = jax.process_count()
+    buckets = tuple(s.input_bucket(pc) for s in shapes) if c.data.buckets else ()
+    return InputConfig(sources=sources, batch_size=shapes[0].global_batch // pc, sample=sample_config(c), seed=c.data.seed, num_workers=c.data.num_workers, read_threads=c.data.read_threads, buckets=buckets)
 
 
 def _write_config(c, workdir: str) -> None:
@@ -128,20 +103,6 @@ def _initial_params(c, layout: ParamLayout, mesh, rules) -> dict:
     return layout.put(host, mesh, rules)
 
 
-def _opt_shardings(abstract_opt, param_sh: dict, shapes: dict, mesh):
-    """Each optimiser leaf that belongs to a parameter (Adam moments) gets its sharding."""
-    repl = replicated(mesh)
-
-    def pick(path, leaf):
-        for k in reversed(path):
-            name = getattr(k, "key", None)
-            if isinstance(name, str) and name in param_sh and tuple(leaf.shape) == tuple(shapes[name]):
-                return param_sh[name]
-        return repl
-
-    return jax.tree_util.tree_map_with_path(pick, abstract_opt)
-
-
 def _load_eval_fn(name: str):
     if not name:
         return None
@@ -172,44 +133,14 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
 
     # ---- checks that must fail before any long work --------------------------------------
     mesh = make_mesh((c.mesh.data, c.mesh.fsdp, c.mesh.tensor))
-    rules = tuple(tuple(r) for r in c.mesh.rules)
-    per_process = _check_batch(c, mesh)
-    icfg = _input_config(c, per_process)
-    mcfg = model_config(c)
+    plan = TrainPlan(c, mesh)  # batch shapes, layout, optimiser, abstract state (ConfigErrors)
+    icfg = _input_config(c, plan.shapes)
+    mcfg, layout = plan.model_config, plan.layout
     eval_fn = _load_eval_fn(c.eval.fn)
     _write_config(c, workdir)
-    log.info("mesh %s over %d devices / %d processes; global batch %d (%d per process)", dict(mesh.shape), jax.device_count(), jax.process_count(), c.data.global_batch, per_process)
-
-    # ---- parameters, optimiser, abstract state -------------------------------------------
-    layout = ParamLayout.of(mcfg)
-    mask = trainable_mask(layout.names, c.train.trainable)
-    train_names = [n for n in layout.names if mask[n]]
-    frozen_names = [n for n in layout.names if not mask[n]]
-    if not train_names:
-        raise ConfigError(f"config.train.trainable={c.train.trainable!r} leaves nothing to train for flow head {c.model.flow_head!r}")
-    tx, schedule = make_optimizer(c.train, train_names)
-    param_sh = layout.shardings(mesh, rules)
-    abstract_params = layout.abstract(mesh, rules, train_names)
-    opt_sh = _opt_shardings(jax.eval_shape(tx.init, abstract_params), param_sh, layout.shapes, mesh)
-    repl = replicated(mesh)
-    counters = ["skipped_steps"] + [f"nonfinite/{k}" for k in NONFINITE_TERMS]
-    state_sh = {
-        "step": repl,
-        "params": {n: param_sh[n] for n in train_names},
-        "frozen": {n: param_sh[n] for n in frozen_names},
-        "opt": opt_sh,
-        "counters": {k: repl for k in counters},
-    }
-    abstract_opt = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), jax.eval_shape(tx.init, abstract_params), opt_sh)
-    abstract_state = {
-        "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=repl),
-        "params": abstract_params,
-        "frozen": layout.abstract(mesh, rules, frozen_names),
-        "opt": abstract_opt,
-        "counters": {k: jax.ShapeDtypeStruct((), jnp.int32, sharding=repl) for k in counters},
-    }
-    n_train = sum(int(np.prod(layout.shapes[n])) for n in train_names)
-    n_all = sum(int(np.prod(s)) for s in layout.shapes.values())
+    shapes_text = ", ".join(f"{s.frames} frames x {s.global_batch}" for s in plan.shapes)
+    log.info("mesh %s over %d devices / %d processes; batch shapes (global) %s", dict(mesh.shape), jax.device_count(), jax.process_count(), shapes_text)
+    n_all, n_train = plan.param_count
     log.info("model %s (%s flow head): %d parameters, %d trainable (%s)", c.model.size, c.model.flow_head, n_all, n_train, c.train.trainable)
 
     # ---- input and state (restored when the workdir has a checkpoint) --------------------
@@ -218,39 +149,23 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
     ckpts = Checkpoints(os.path.join(workdir, "checkpoints"), c.checkpoint.every, c.checkpoint.keep, c.checkpoint.best_metric, c.checkpoint.best_mode, c.checkpoint.keep_best)
     latest = ckpts.latest_step
     if latest is not None:
-        state = ckpts.restore(latest, abstract_state, it)
+        state = ckpts.restore(latest, plan.abstract_state, it)
         log.info("resumed from %s/%d", ckpts.directory, latest)
     else:
-        params = _initial_params(c, layout, mesh, rules)
-        trainable = {n: params[n] for n in train_names}
-        state = {
-            "step": jax.device_put(jnp.int32(0), repl),
-            "params": trainable,
-            "frozen": {n: params[n] for n in frozen_names},
-            "opt": jax.jit(tx.init, out_shardings=opt_sh)(trainable),
-            "counters": {k: jax.device_put(jnp.int32(0), repl) for k in counters},
-        }
+        state = plan.initial_state(_initial_params(c, layout, mesh, plan.rules))
     start = int(jax.device_get(state["step"]))
     total = int(c.train.steps)
 
-    # ---- the compiled step ---------------------------------------------------------------
-    loss_cfg = LossConfig(point_weight=c.loss.point_weight, normal_weight=c.loss.normal_weight, conf_weight=c.loss.conf_weight, camera_weight=c.loss.camera_weight, flow_weight=c.loss.flow_weight)
-    step_fn = make_step_fn(layout, tx, schedule, loss_cfg, float(c.train.clip_loss), int(c.train.microbatches), mesh)
-    spec = batch_spec(icfg, int(c.data.global_batch))
-    batch_sh = {k: NamedSharding(mesh, PartitionSpec(BATCH_AXES, *([None] * (len(s.shape) - 1)))) for k, s in spec.items()}
-    jitted = build_train_step(step_fn, state_sh, batch_sh, mesh)
-    t0 = time.perf_counter()
-    abstract_batch = {k: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=batch_sh[k]) for k, s in spec.items()}
-    compiled = jitted.lower(abstract_state, abstract_batch).compile()
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    flops = float((cost or {}).get("flops", float("nan")))  # per device program
-    log.info("train step compiled in %.1f s; XLA cost analysis: %.3g FLOPs per step per device", time.perf_counter() - t0, flops)
+    # ---- the compiled steps: one per batch shape, ahead of time ---------------------------
+    steps = {}
+    for shape in plan.shapes:
+        cs = plan.compile(shape)
+        steps[(shape.global_batch, shape.frames)] = cs
+        log.info("train step for %d frames x %d compiled in %.1f s; XLA cost analysis: %.3g FLOPs per step per device", shape.frames, shape.global_batch, cs.seconds, cs.flops)
 
     writer = MetricWriter(workdir, total, start, progress=c.log.progress)
     guard = PreemptionGuard()
-    result = TrainResult(start_step=start, preempted=False, eval={})
-    frames_per_step = int(c.data.global_batch) * int(c.data.frames)
+    result = TrainResult(start_step=start, preempted=False, eval={}, compiled_shapes=[(s.frames, s.global_batch) for s in plan.shapes])
 
     def run_eval(step):
         if eval_fn is None:
@@ -270,16 +185,25 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
         if start == 0 and eval_fn is not None and c.eval.every > 0:
             run_eval(0)
         last_t, last_step, saved = time.perf_counter(), start, False
+        window = {"samples": 0, "frames": 0, "flops": 0.0}  # since the last log line
         for step in range(start, total):
-            batch = to_global_batch(next(it), mesh)
-            state, metrics = compiled(state, batch)
+            host_batch = next(it)
+            n_local, frames = host_batch["images"].shape[:2]
+            cs = steps.get((n_local * jax.process_count(), frames))
+            if cs is None:
+                raise RuntimeError(f"the input gave a batch of {n_local} x {frames} frames per process, which matches no compiled shape ({shapes_text})")
+            state, metrics = cs.compiled(state, to_global_batch(host_batch, mesh))
+            window["samples"] += cs.shape.global_batch
+            window["frames"] += cs.shape.images
+            window["flops"] += cs.flops
             done = step + 1
             if done % c.log.every == 0 or done == total or done == start + 1:
                 host = jax.device_get(metrics)
                 now = time.perf_counter()
-                dt = (now - last_t) / max(done - last_step, 1)
-                last_t, last_step = now, done
-                host.update({"perf/step_time_s": dt, "perf/samples_per_s": c.data.global_batch / dt, "perf/frames_per_s": frames_per_step / dt, "perf/flops_per_step_per_device": flops, "perf/achieved_flops_per_s_per_device": flops / dt})
+                n = max(done - last_step, 1)
+                dt = (now - last_t) / n
+                host.update({"perf/step_time_s": dt, "perf/samples_per_s": window["samples"] / (dt * n), "perf/frames_per_s": window["frames"] / (dt * n), "perf/flops_per_step_per_device": window["flops"] / n, "perf/achieved_flops_per_s_per_device": window["flops"] / (dt * n)})
+                last_t, last_step, window = now, done, {"samples": 0, "frames": 0, "flops": 0.0}
                 writer.write(done, host)
                 result["metrics"] = {k: float(v) for k, v in host.items()}
                 if not sys.stderr.isatty() or not c.log.progress:

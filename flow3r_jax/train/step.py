@@ -26,9 +26,12 @@ from flow3r_jax.losses import LossConfig, flow3r_loss
 from flow3r_jax.train.mesh import BATCH_AXES
 from flow3r_jax.train.state import ParamLayout
 
-__all__ = ["loss_and_grads", "make_step_fn", "build_train_step", "NONFINITE_TERMS"]
+__all__ = ["loss_and_grads", "make_step_fn", "build_train_step", "NONFINITE_TERMS", "COUNTERS"]
 
 NONFINITE_TERMS = ("point", "normal", "conf", "camera", "flow")
+# int32 counters of the state: skipped steps, steps with a non-finite loss term, and the samples
+# and frames trained on (batches of frame-count buckets differ in both).
+COUNTERS = ("skipped_steps", *(f"nonfinite/{k}" for k in NONFINITE_TERMS), "samples", "frames")
 
 
 def _split_micro(x: jax.Array, m: int, mesh) -> jax.Array:
@@ -81,6 +84,10 @@ def make_step_fn(layout: ParamLayout, tx: optax.GradientTransformation, schedule
         counters["skipped_steps"] = counters["skipped_steps"] + (~finite).astype(jnp.int32)
         for k in NONFINITE_TERMS:
             counters[f"nonfinite/{k}"] = counters[f"nonfinite/{k}"] + (terms[f"nonfinite/{k}"] > 0).astype(jnp.int32)
+        b, n = batch["images"].shape[:2]  # static: this step's bucket
+        for k, inc in (("samples", b), ("frames", b * n)):
+            if k in counters:  # states made before these counters existed lack them
+                counters[k] = counters[k] + jnp.int32(inc)
         new_state = {
             "step": state["step"] + 1,
             "params": keep(new_params, state["params"]),
@@ -94,6 +101,8 @@ def make_step_fn(layout: ParamLayout, tx: optax.GradientTransformation, schedule
         metrics["train/lr"] = schedule(state["step"])
         metrics["train/loss_clipped"] = terms["loss_clipped"]
         metrics["train/step_skipped"] = (~finite).astype(jnp.float32)
+        metrics["train/batch_samples"] = jnp.float32(b)
+        metrics["train/batch_frames"] = jnp.float32(n)
         return new_state, metrics
 
     return step_fn

@@ -1,4 +1,7 @@
-"""The Grain input pipeline: determinism, exact restore, mixtures, process sharding, targets, errors."""
+"""The Grain input pipeline: determinism, exact restore, mixtures, process sharding, targets, errors;
+frame-count buckets: every batch has one bucket's shape, the bucket of a batch is the same on every
+process, batches take consecutive records of the mixture stream (none skipped, none repeated), and
+a restored iterator continues exactly."""
 
 import json
 import os
@@ -6,10 +9,11 @@ import shutil
 
 import jax
 import jax.numpy as jnp
+import grain
 import numpy as np
 import pytest
 
-from flow3r_jax.data.pipeline import InputConfig, build_dataset, to_global_batch
+from flow3r_jax.data.pipeline import Bucket, BucketBatches, InputConfig, build_dataset, to_global_batch
 from flow3r_jax.data.sample import SampleConfig, make_sample
 from flow3r_jax.data.sampling import SamplingError
 from flow3r_jax.data.sources import DatasetError, open_source
@@ -184,3 +188,67 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / 5)
     # Without it (this machine: ~230 faults per sample with transparent huge pages, ~5,700
     # without; each one maps and zero-fills fresh memory) it can only be worse.
     assert faults["on"] <= faults["off"], faults
+
+
+# ---- frame-count buckets ------------------------------------------------------------------
+
+BSAMPLE = SampleConfig(frames=8, pairs=4, height=28, width=42, train=False)
+BUCKETS = (Bucket(frames=2, pairs=2, batch_size=3, weight=1.0), Bucket(frames=4, pairs=4, batch_size=1, weight=2.0))
+
+
+def _bcfg(datasets, seed=0):
+    return InputConfig(sources=((datasets["labeled"], 1.0), (datasets["unlabeled"], 1.0)), batch_size=1, sample=BSAMPLE, seed=seed, buckets=BUCKETS)
+
+
+def test_batch_start_is_the_running_sum_of_the_drawn_bucket_sizes():
+    parent = grain.MapDataset.range(10**9)
+    bb = BucketBatches(parent, BSAMPLE, BUCKETS, seed=7, stream=0)
+    n = 3 * BucketBatches.BLOCK + 17  # crosses block boundaries
+    drawn = np.array([bb.bucket_of(i) for i in range(n)])
+    sizes = np.array([b.batch_size for b in BUCKETS])[drawn]
+    reference = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    # random access out of order, as Grain's reader threads and a restore do
+    order = np.random.default_rng(0).permutation(n)
+    fresh = BucketBatches(parent, BSAMPLE, BUCKETS, seed=7, stream=0)
+    assert all(fresh.start(int(i)) == reference[i] for i in order)
+    # the draw follows the weights (1:2) and depends on the seed only, not on the process stream
+    assert abs(np.mean(drawn == 1) - 2 / 3) < 0.03
+    other = BucketBatches(parent, BSAMPLE, BUCKETS, seed=7, stream=5)
+    assert all(other.bucket_of(i) == drawn[i] for i in range(0, n, 37))
+    assert any(BucketBatches(parent, BSAMPLE, BUCKETS, seed=8, stream=0).bucket_of(i) != drawn[i] for i in range(50))
+
+
+def test_batches_have_their_buckets_shapes_and_restore_exactly(datasets):
+    ds = build_dataset(_bcfg(datasets, seed=2), 0, 1)
+    it = iter(ds)
+    straight = [next(it) for _ in range(8)]
+    shapes = {(b["images"].shape[0], b["images"].shape[1], b["flow"].shape[1]) for b in straight}
+    assert shapes <= {(3, 2, 2), (1, 4, 4)} and len(shapes) == 2, shapes
+    for b in straight:
+        assert b["images"].shape[2:] == (28, 42, 3) and b["pairs"].shape[2:] == (2,)
+        assert int(b["pairs"].max()) < b["images"].shape[1]  # pairs index this sample's frames
+
+    it = iter(build_dataset(_bcfg(datasets, seed=2), 0, 1))
+    for _ in range(5):
+        next(it)
+    state = json.loads(json.dumps(it.get_state()))
+    it2 = iter(build_dataset(_bcfg(datasets, seed=2), 0, 1))
+    it2.set_state(state)
+    for want in straight[5:]:
+        got = next(it2)
+        assert all(np.array_equal(got[k], want[k]) for k in want)
+
+
+def test_every_process_draws_the_same_bucket_for_the_same_batch(datasets):
+    a = iter(build_dataset(_bcfg(datasets), 0, 2))
+    b = iter(build_dataset(_bcfg(datasets), 1, 2))
+    for _ in range(6):
+        x, y = next(a), next(b)
+        assert x["images"].shape == y["images"].shape
+
+
+def test_bad_buckets_are_refused():
+    with pytest.raises(ValueError, match="frame counts must differ"):
+        InputConfig(sources=(("x", 1.0),), sample=BSAMPLE, buckets=(Bucket(2, 2, 1), Bucket(2, 1, 2)))
+    with pytest.raises(ValueError, match="batch_size >= 1"):
+        InputConfig(sources=(("x", 1.0),), sample=BSAMPLE, buckets=(Bucket(2, 2, 0),))

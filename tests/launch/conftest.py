@@ -1,0 +1,3 @@
+"""The launcher tests reuse the training tests' datasets (a session fixture)."""
+
+from tests.train.conftest import train_data  # noqa: F401
