@@ -48,6 +48,7 @@ def _parse(argv):
     p.add_argument("--attention-chunk", type=int, default=None, help="queries per attention chunk (default: the config's; 0 = plain)")
     p.add_argument("--buckets", action="store_true", help="also plan the config's pi^3 frame-count buckets")
     p.add_argument("--images-per-device", type=int, default=24, help="the bucket set's image budget (pi^3 highres: 24)")
+    p.add_argument("--pairs-per-device", type=int, default=None, help="the bucket set's flow-pair cap (default: the config's; 0: none)")
     p.add_argument("--max-frames", action="store_true", help="search the most frames per device that fit --budget-gib")
     p.add_argument("--budget-gib", type=float, default=80.0)
     p.add_argument("--sizes", default="small,base,large", help="--max-frames: model sizes")
@@ -181,11 +182,13 @@ def main(argv=None) -> int:
 
         from configs.flow3r import get_config
 
-        buckets = get_config(f"size={a.size},buckets=pi3").data.buckets
-        print(f"\nbucket set {buckets} at {a.images_per_device} images per device, mesh {a.mesh[0]}, remat {remats[0]}:")
+        pi3 = get_config(f"size={a.size},buckets=pi3").data
+        buckets = pi3.buckets
+        pair_budget = pi3.pairs_per_device if a.pairs_per_device is None else a.pairs_per_device
+        print(f"\nbucket set {buckets} at {a.images_per_device} images and {pair_budget or 'uncapped'} flow pairs per device, mesh {a.mesh[0]}, remat {remats[0]}:")
         print(HEADER)
         c = train_config(a.size, meshes[0], remats[0], a.frames, a.height, a.width, a.clips_per_device, a.pairs, a.trainable, a.attention_chunk)
-        c.data.buckets, c.data.images_per_device = buckets, a.images_per_device
+        c.data.buckets, c.data.images_per_device, c.data.pairs_per_device = buckets, a.images_per_device, pair_budget
         parse_buckets(buckets)
         for row in plan_memory(c)["rows"]:
             print(_line(a.size, meshes[0], remats[0], row), flush=True)
@@ -193,7 +196,8 @@ def main(argv=None) -> int:
         print(f"\nmost frames per device (1 clip, {a.height}x{a.width}) within {a.budget_gib:g} GiB, mesh {a.mesh[0]}, remat {remats[0]}:")
         for size in [s.strip() for s in a.sizes.split(",") if s.strip()]:
             n, row = max_frames(size, meshes[0], remats[0], a.height, a.width, a.budget_gib * GIB, a.pairs, a.trainable, a.attention_chunk)
-            print(f"{size:>6}: {n} frames ({row.get('total', float('nan')) / GIB:.2f} GiB)" if n else f"{size:>6}: not even 1 frame fits", flush=True)
+            at_least = ">= " if n == 64 else ""  # the search's upper end
+            print(f"{size:>6}: {at_least}{n} frames ({row.get('total', float('nan')) / GIB:.2f} GiB)" if n else f"{size:>6}: not even 1 frame fits", flush=True)
     return 0
 
 

@@ -64,12 +64,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.flow_head = opts["heads"]
     # pi^3 trains in bf16 (configs/model/pi3.yaml model_dtype: bf16); heads stay fp32 (SPEC §1).
     c.model.trunk_dtype = "float32" if tiny else "bfloat16"
-    # pi^3 checkpoints decoder blocks from index 4 on (num_dec_blk_not_to_checkpoint: 4); our
-    # stacks are scanned, so the policy applies to every block: "dots" keeps matmul outputs.
-    c.model.remat = "none" if tiny else "dots"
-    # Attention `attention_chunk` queries at a time (same result; logits of 1024 queries x all
-    # keys instead of all x all: 24 frames of 518x378 are 24k tokens). 0 = one block.
-    c.model.attention_chunk = 0 if tiny else 1024
+    # pi^3 checkpoints decoder blocks from index 4 on (num_dec_blk_not_to_checkpoint: 4) with
+    # torch.utils.checkpoint, which keeps only each block's input: our "full". Our stacks are
+    # scanned, so the policy applies to every block. "dots" (keep matmul outputs) recomputes less
+    # but needs ~73 GiB per device for large at 24 frames of 518x378 against 41 GiB for "full"
+    # (benchmarks/aot_memory.py).
+    c.model.remat = "none" if tiny else "full"
+    # Attention `attention_chunk` queries at a time (same result; logits of 256 queries x all
+    # keys instead of all x all: 24 frames of 518x378 are 24k tokens, 1004 per frame). 0 = one block.
+    c.model.attention_chunk = 0 if tiny else 256
 
     c.init = ml_collections.ConfigDict()
     c.init.kind = opts["init"]
@@ -88,6 +91,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     pi3_buckets = opts["buckets"] == "pi3"
     c.data.buckets = ("2,4" if tiny else "2,4,8,12,16,24") if pi3_buckets else ""
     c.data.images_per_device = (8 if tiny else 64) if pi3_buckets else 0
+    # Flow pairs per device and step over a bucket's clips (0: no cap, data.pairs per clip).
+    c.data.pairs_per_device = (4 if tiny else 8) if pi3_buckets else 0
     c.data.pairs = 4 if tiny else 8
     c.data.height = 56 if tiny else 224  # pi^3 lowres stage: 224x224
     c.data.width = 56 if tiny else 224

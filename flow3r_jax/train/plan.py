@@ -9,12 +9,17 @@ Under jit each frame count is a static shape, so the frame counts are a few buck
 
     per-device batch = config.data.images_per_device // frames,
     global batch     = per-device batch x (data x fsdp devices),
-    flow pairs       = min(config.data.pairs, frames x (frames - 1)),
+    flow pairs       = min(config.data.pairs, frames x (frames - 1),
+                           max(1, config.data.pairs_per_device // per-device batch)),
 
 each compiled once before the first step and reused (an AOT-compiled step never recompiles; a
 batch of another shape is an error). Without buckets there is one shape: `data.frames` frames,
 `data.global_batch` samples. The learning-rate schedule counts optimiser steps (one batch, of
 whatever bucket, per step, as in pi^3); the cumulative samples and frames are state counters.
+
+pi^3's image budget does not count flow pairs, which the factored flow head decodes at full
+resolution: without the `pairs_per_device` cap, six 4-frame clips with 8 pairs each plan to ~2x
+the memory of one 24-frame clip with 8 (`benchmarks/aot_memory.py --buckets`).
 """
 
 from __future__ import annotations
@@ -104,6 +109,9 @@ def batch_shapes(c: ml_collections.ConfigDict, batch_shards: int, process_count:
             if per_device < 1:
                 raise ConfigError(f"config.data.buckets: {frames} frames exceed config.data.images_per_device={budget}")
             pairs = min(int(c.data.pairs), frames * (frames - 1))
+            pair_budget = int(c.data.get("pairs_per_device", 0))
+            if pair_budget > 0:  # flow pairs are decoded at full resolution: cap them per device too
+                pairs = min(pairs, max(1, pair_budget // per_device))
             shapes.append(BatchShape(frames, pairs, per_device * batch_shards, weight))
     else:
         shapes = [BatchShape(int(c.data.frames), int(c.data.pairs), int(c.data.global_batch))]

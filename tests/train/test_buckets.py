@@ -58,6 +58,10 @@ def test_bucket_shapes_follow_the_image_budget_and_are_checked():
     c.data.buckets, c.data.images_per_device, c.data.pairs = "2,3:2,8", 8, 4
     shapes = batch_shapes(c, batch_shards=2)
     assert [(s.frames, s.pairs, s.global_batch, s.weight) for s in shapes] == [(2, 2, 8, 1.0), (3, 4, 4, 2.0), (8, 4, 2, 1.0)]
+    c.data.pairs_per_device = 4  # flow pairs per device over the bucket's clips (at least 1 per clip)
+    shapes = batch_shapes(c, batch_shards=2)
+    assert [(s.frames, s.pairs, s.global_batch) for s in shapes] == [(2, 1, 8), (3, 2, 4), (8, 4, 2)]
+    c.data.pairs_per_device = 0
     c.data.buckets = "2,16"
     with pytest.raises(ConfigError, match="16 frames exceed config.data.images_per_device=8"):
         batch_shapes(c, batch_shards=1)
