@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
 
 import grain
 import jax
@@ -177,6 +178,7 @@ class BucketBatches(grain.MapDataset):
         self._seed, self._stream = int(seed), int(stream)
         self._blocks: dict[int, np.ndarray] = {}  # block -> bucket index of each of its batches
         self._block_start = [0]  # first record position of block k (grown on demand)
+        self._lock = threading.Lock()  # Grain's reader threads grow _block_start concurrently
 
     def __len__(self) -> int:
         return len(self._parent)  # the parent repeats forever; so does this
@@ -200,9 +202,11 @@ class BucketBatches(grain.MapDataset):
     def start(self, index: int) -> int:
         """Position in the parent stream of batch `index`'s first record."""
         k, r = divmod(int(index), self.BLOCK)
-        while len(self._block_start) <= k:  # reader threads may race: both compute the same value
-            j = len(self._block_start) - 1
-            self._block_start.append(self._block_start[j] + int(self._sizes[self._block(j)].sum()))
+        if len(self._block_start) <= k:
+            with self._lock:
+                while len(self._block_start) <= k:
+                    j = len(self._block_start) - 1
+                    self._block_start.append(self._block_start[j] + int(self._sizes[self._block(j)].sum()))
         return self._block_start[k] + int(self._sizes[self._block(k)[:r]].sum())
 
     def __getitem__(self, index):
@@ -217,10 +221,15 @@ class BucketBatches(grain.MapDataset):
             samples.append(make_sample(record, self._configs[b], rng, source))
         return _batch(samples)
 
-    def __getstate__(self):
+    def __getstate__(self):  # worker processes rebuild the caches
         state = self.__dict__.copy()
         state["_blocks"], state["_block_start"] = {}, [0]
+        del state["_lock"]
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
 
 def _init_worker(keep_memory: bool, worker_index: int, worker_count: int) -> None:

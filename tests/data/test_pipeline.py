@@ -252,3 +252,19 @@ def test_bad_buckets_are_refused():
         InputConfig(sources=(("x", 1.0),), sample=BSAMPLE, buckets=(Bucket(2, 2, 1), Bucket(2, 1, 2)))
     with pytest.raises(ValueError, match="batch_size >= 1"):
         InputConfig(sources=(("x", 1.0),), sample=BSAMPLE, buckets=(Bucket(2, 2, 0),))
+
+
+def test_bucket_batch_starts_are_right_under_concurrent_first_access():
+    """Grain's reader threads ask for batches far apart at once: the block table must not grow
+    twice for the same block (every start equals the single-threaded running sum)."""
+    import concurrent.futures
+    import pickle
+
+    parent = grain.MapDataset.range(10**9)
+    ref = BucketBatches(parent, BSAMPLE, BUCKETS, seed=3, stream=0)
+    want = {i: ref.start(i) for i in range(0, 40 * BucketBatches.BLOCK, 997)}
+    for _ in range(3):
+        bb = pickle.loads(pickle.dumps(BucketBatches(parent, BSAMPLE, BUCKETS, seed=3, stream=0)))  # as a Grain worker gets it
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            got = dict(zip(want, pool.map(bb.start, want)))
+        assert got == want
