@@ -81,7 +81,7 @@ from flow3r_jax.models.config import ModelConfig  # noqa: E402
 from flow3r_jax.train.mesh import BATCH_AXES, make_mesh  # noqa: E402
 from flow3r_jax.train.optimizer import make_optimizer  # noqa: E402
 from flow3r_jax.train.state import ParamLayout, replicated  # noqa: E402
-from flow3r_jax.train.step import NONFINITE_TERMS, build_train_step, make_step_fn  # noqa: E402
+from flow3r_jax.train.step import COUNTERS, build_train_step, make_step_fn  # noqa: E402
 
 # Dense bf16 peak FLOP/s per chip (vendor datasheets, without sparsity), matched against
 # `jax.devices()[0].device_kind` in this order (the first substring found wins).
@@ -178,7 +178,7 @@ class OurStep:
         self.tx, schedule = make_optimizer(c.train, names)
         loss_cfg = LossConfig(point_weight=c.loss.point_weight, normal_weight=c.loss.normal_weight, conf_weight=c.loss.conf_weight, camera_weight=c.loss.camera_weight, flow_weight=c.loss.flow_weight)
         step_fn = make_step_fn(self.layout, self.tx, schedule, loss_cfg, float(c.train.clip_loss), 1, self.mesh)
-        self.counters = ["skipped_steps"] + [f"nonfinite/{k}" for k in NONFINITE_TERMS]
+        self.counters = list(COUNTERS)
         repl = replicated(self.mesh)
         self.param_sh = self.layout.shardings(self.mesh, self.rules)
         abstract_params = self.layout.abstract(self.mesh, self.rules)

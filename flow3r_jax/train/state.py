@@ -5,7 +5,7 @@
         "params": {name: array},   # trainable parameters (fp32 master weights)
         "frozen": {name: array},   # frozen parameters: no gradient, no optimiser state
         "opt": optax state of "params",
-        "counters": {"skipped_steps": int32, "nonfinite/<term>": int32, ...},
+        "counters": {name: int32 for name in step.COUNTERS},  # skipped steps, non-finite terms, samples, frames
     }
 
 Parameter names are the model's NNX paths joined by "/" (`encoder/blocks/attn/qkv/kernel`), the

@@ -85,9 +85,8 @@ def make_step_fn(layout: ParamLayout, tx: optax.GradientTransformation, schedule
         for k in NONFINITE_TERMS:
             counters[f"nonfinite/{k}"] = counters[f"nonfinite/{k}"] + (terms[f"nonfinite/{k}"] > 0).astype(jnp.int32)
         b, n = batch["images"].shape[:2]  # static: this step's bucket
-        for k, inc in (("samples", b), ("frames", b * n)):
-            if k in counters:  # states made before these counters existed lack them
-                counters[k] = counters[k] + jnp.int32(inc)
+        counters["samples"] = counters["samples"] + jnp.int32(b)
+        counters["frames"] = counters["frames"] + jnp.int32(b * n)
         new_state = {
             "step": state["step"] + 1,
             "params": keep(new_params, state["params"]),

@@ -17,6 +17,7 @@ from flow3r_jax.losses import LossConfig
 from flow3r_jax.models import get_model_config
 from flow3r_jax.train.optimizer import make_optimizer, one_cycle_schedule
 from flow3r_jax.train.state import ParamLayout, decays, trainable_mask
+from flow3r_jax.train.step import COUNTERS
 from tests.train.conftest import ROOT, env
 
 from configs.flow3r import get_config
@@ -103,7 +104,7 @@ def small_step(train_data):
         train = {n: params[n] for n in layout.names if mask[n]}
         frozen = {n: params[n] for n in layout.names if not mask[n]}
         tx, sched = make_optimizer(_tc(steps=10, **tc), list(train))
-        state = {"step": jnp.int32(0), "params": train, "frozen": frozen, "opt": tx.init(train), "counters": {k: jnp.int32(0) for k in ["skipped_steps"] + [f"nonfinite/{t}" for t in ("point", "normal", "conf", "camera", "flow")]}}
+        state = {"step": jnp.int32(0), "params": train, "frozen": frozen, "opt": tx.init(train), "counters": {k: jnp.int32(0) for k in COUNTERS}}
         b = {k: jnp.asarray(v) for k, v in (batch or host).items()}
         new, metrics = jax.jit(make_step_fn(layout, tx, sched, LossConfig(), clip_loss, microbatches))(state, b)
         return state, new, metrics
@@ -142,7 +143,7 @@ def test_non_finite_gradients_skip_the_step_and_large_losses_are_clipped(small_s
     from flow3r_jax.train.step import make_step_fn
 
     tx, sched = make_optimizer(_tc(steps=10), layout.names)
-    st = {"step": jnp.int32(0), "params": params, "frozen": {}, "opt": tx.init(params), "counters": {k: jnp.int32(0) for k in ["skipped_steps"] + [f"nonfinite/{t}" for t in ("point", "normal", "conf", "camera", "flow")]}}
+    st = {"step": jnp.int32(0), "params": params, "frozen": {}, "opt": tx.init(params), "counters": {k: jnp.int32(0) for k in COUNTERS}}
     bad = {k: jnp.asarray(v) for k, v in host.items()}
     bad["flow"] = jnp.full_like(bad["flow"], jnp.nan)  # a NaN flow target: that term is zeroed and counted
     new, metrics = jax.jit(make_step_fn(layout, tx, sched, LossConfig(point_weight=1e30), float("inf"), 1))(st, bad)
