@@ -80,7 +80,16 @@ def sharded_vs_single(data_dir_json: str, out_path: str) -> None:
 def test_sharded_step_equals_single_device(train_data, tmp_path):
     out = tmp_path / "report.json"
     code = f"import tests.train.test_step as t; t.sharded_vs_single({json.dumps(json.dumps(train_data))}, {str(out)!r})"
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env(xla_flags="--xla_force_host_platform_device_count=8"), capture_output=True, text=True, timeout=900)
+    # Rarely, a collective of the 8 fake CPU devices never completes (every thread asleep, seen
+    # once in ~5 suite runs on 2 cores; the same program finishes in ~20 s otherwise). Such a run
+    # is stopped after 5 minutes and started once more; a second hang fails the test.
+    for attempt in range(2):
+        try:
+            proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env(xla_flags="--xla_force_host_platform_device_count=8"), capture_output=True, text=True, timeout=300)
+            break
+        except subprocess.TimeoutExpired:
+            if attempt == 1:
+                raise
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(out.read_text())
     assert r["sharded_some"], "no parameter was actually sharded over fsdp"
