@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The two set-up commands of the README:
 #   ./run.sh demo   creates .venv/ if missing, installs flow3r_jax, runs the main job on built-in data
+#                   (the quickstart, launch/quickstart.py; `./run.sh demo reconstruct`: reconstruct alone)
 #   ./run.sh test   creates .venv/ if missing, installs flow3r_jax[test,...], runs the test suite
 # Extra arguments after `test` go to pytest (e.g. ./run.sh test -k procrustes -x).
 # Set PYTHON to choose the interpreter (CPython 3.11 or 3.12 is required).
@@ -44,14 +45,20 @@ shift || true
 case "$cmd" in
   demo)
     ensure_env "viz"
-    exec .venv/bin/python -m flow3r_jax.reconstruct --demo outputs/demo "$@"
+    if [ "${1:-}" = "reconstruct" ]; then
+      # the per-scene optimiser alone on a rendered video (no training): ./run.sh demo reconstruct [--demo-steps N]
+      shift
+      exec .venv/bin/python -m flow3r_jax.reconstruct --demo outputs/demo "$@"
+    fi
+    # the whole system: data -> two-stage training on 8 fake CPU devices -> eval -> reconstruct -> report
+    exec .venv/bin/python -m launch.quickstart --out outputs/quickstart "$@"
     ;;
   test)
     ensure_env "test,convert,beam,viz"
     exec .venv/bin/python -m pytest -n 2 --dist loadfile -q "$@"
     ;;
   *)
-    echo "usage: ./run.sh demo | test [pytest args]" >&2
+    echo "usage: ./run.sh demo [--fresh | --quick] | demo reconstruct [--demo-steps N] | test [pytest args]" >&2
     exit 2
     ;;
 esac

@@ -146,6 +146,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every = 50 if tiny else 1000
     c.checkpoint.keep = 3  # pi^3 max_checkpoints: 3
+    c.checkpoint.save_initial = False  # also save step 0 (the initial model) before training
     c.checkpoint.best_metric = ""  # e.g. "eval/flow_epe": also keep the best checkpoints by it
     c.checkpoint.best_mode = "min"
     c.checkpoint.keep_best = 1

@@ -217,6 +217,20 @@ def slurm_cluster(environ: Mapping[str, str]) -> ClusterSpec | None:
 # --- initialisation ------------------------------------------------------------------------------
 
 
+# Fake CPU devices share the host's cores: a collective may wait for its slowest participant far
+# longer than XLA's default 40 s (then the process is aborted), e.g. 8 devices on 2 busy cores.
+_CPU_COLLECTIVE_WAIT = (("call_terminate_timeout_seconds", 1800), ("call_warn_stuck_timeout_seconds", 600), ("timeout_seconds", 1800))
+
+
+def _patient_cpu_collectives() -> None:
+    """Raises XLA:CPU's collective timeouts through XLA_FLAGS (read when the backend starts),
+    unless the user set them."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    extra = [f"--xla_cpu_collective_{k}={v}" for k, v in _CPU_COLLECTIVE_WAIT if f"--xla_cpu_collective_{k}=" not in flags]
+    if extra:
+        os.environ["XLA_FLAGS"] = " ".join([flags, *extra]).strip()
+
+
 def initialize(
     coordinator_address: str | None = None,
     num_processes: int | None = None,
@@ -232,6 +246,8 @@ def initialize(
         return
     if cpu_devices is not None:
         jax.config.update("jax_num_cpu_devices", int(cpu_devices))
+        if int(cpu_devices) > 1:
+            _patient_cpu_collectives()
     coordinator_address = coordinator_address or os.environ.get("FLOW3R_COORDINATOR")
     if num_processes is None and "FLOW3R_NUM_PROCESSES" in os.environ:
         num_processes = int(os.environ["FLOW3R_NUM_PROCESSES"])

@@ -153,6 +153,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
         log.info("resumed from %s/%d", ckpts.directory, latest)
     else:
         state = plan.initial_state(_initial_params(c, layout, mesh, plan.rules))
+        if c.checkpoint.get("save_initial", False):  # the untrained model, for "step 0" comparisons
+            ckpts.save(0, state, it, force=True)
     start = int(jax.device_get(state["step"]))
     total = int(c.train.steps)
 

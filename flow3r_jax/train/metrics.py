@@ -18,8 +18,16 @@ import numpy as np
 __all__ = ["MetricWriter", "setup_logging", "read_jsonl"]
 
 
+def _not_ours(record: logging.LogRecord) -> bool:
+    return not record.name.startswith("flow3r_jax")
+
+
 def setup_logging(level=logging.INFO) -> None:
-    """stderr logging prefixed with the process index (call after distributed.initialize)."""
+    """stderr logging prefixed with the process index (call after distributed.initialize).
+
+    The project's records (loggers under `flow3r_jax`) are printed by this handler only; absl's
+    handler (installed by `absl.app.run`) keeps the other libraries' records, so that no line is
+    printed twice."""
     fmt = f"%(asctime)s [p{jax.process_index()}] %(levelname)s %(name)s: %(message)s"
     root = logging.getLogger()
     if not any(getattr(h, "_flow3r", False) for h in root.handlers):
@@ -28,6 +36,9 @@ def setup_logging(level=logging.INFO) -> None:
         handler._flow3r = True
         # one line per record: drop handlers a library's basicConfig may have installed
         root.handlers = [h for h in root.handlers if type(h).__name__ == "ABSLHandler"] + [handler]
+    for h in root.handlers:
+        if type(h).__name__ == "ABSLHandler" and _not_ours not in h.filters:
+            h.addFilter(_not_ours)
     root.setLevel(level)
     for noisy in ("absl", "jax._src", "orbax", "grain"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
