@@ -2,6 +2,8 @@
 joins the JAX cluster (coordinator, process ids, local GPUs), on hand-written environments as
 srun sets them, and the errors for malformed ones."""
 
+import os
+
 import pytest
 
 from flow3r_jax.train.distributed import ClusterSpec, expand_hostlist, expand_tasks_per_node, slurm_cluster
@@ -148,3 +150,17 @@ def test_malformed_variables(change, message):
     with pytest.raises(ValueError) as e:
         slurm_cluster(env)
     assert message in str(e.value)
+
+
+def test_fake_cpu_devices_get_patient_collective_timeouts_unless_set(monkeypatch):
+    """8 fake devices on 2 busy cores: XLA's 40 s collective timeout would abort a healthy run."""
+    from flow3r_jax.train import distributed
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x --xla_cpu_collective_timeout_seconds=7")
+    distributed._patient_cpu_collectives()
+    flags = os.environ["XLA_FLAGS"].split()
+    assert "--xla_dump_to=/tmp/x" in flags and "--xla_cpu_collective_timeout_seconds=7" in flags  # the user's own stay
+    assert "--xla_cpu_collective_call_terminate_timeout_seconds=1800" in flags
+    assert sum(f.startswith("--xla_cpu_collective_timeout_seconds=") for f in flags) == 1
+    distributed._patient_cpu_collectives()  # idempotent
+    assert os.environ["XLA_FLAGS"].split() == flags
