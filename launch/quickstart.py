@@ -99,7 +99,10 @@ class Runner:
         with open(log_path, "a") as log:
             log.write(f"\n$ {' '.join(cmd)}\n")
             log.flush()
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+            # Its own session: a Ctrl-C at the terminal reaches this process only, which then
+            # stops the command with SIGTERM, the signal on which launch.train saves a checkpoint
+            # of the current step before it exits (so a rerun loses no step).
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
             try:
                 for line in proc.stdout:
                     log.write(line)
@@ -107,11 +110,14 @@ class Runner:
                         print(f"    {line.rstrip()}", flush=True)
                 rc = proc.wait()
             except BaseException:
-                # Ctrl-C reaches the child too (same process group); give it time to save.
+                _say(f"stopping {name} (SIGTERM; a training stage saves its current step)")
+                proc.send_signal(signal.SIGTERM)
                 try:
-                    proc.wait(timeout=60)
+                    rest, _ = proc.communicate(timeout=120)
+                    log.write(rest or "")
                 except subprocess.TimeoutExpired:
                     proc.kill()
+                    proc.communicate()
                 raise
         if rc != 0:
             with open(log_path) as f:
@@ -275,6 +281,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fresh", action="store_true", help="delete OUT (a quickstart directory) and start over")
     p.add_argument("--verbose", action="store_true", help="also print library log lines (they are always in OUT/logs/)")
     a = p.parse_args(argv)
+
+    def on_term(signum, frame):  # SIGTERM (a batch system, `kill`): stop as on Ctrl-C
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
     try:
         run_quickstart(a.out, QUICK if a.quick else FULL, a.fresh, a.verbose)
     except QuickstartError as e:
@@ -283,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\nquickstart: interrupted; rerun the same command to resume (finished stages in {os.path.join(a.out, 'stages')} are reused)", file=sys.stderr)
         return 128 + signal.SIGINT
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -7,8 +7,10 @@ training resumes from the checkpoints instead of starting over."""
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -101,11 +103,24 @@ def test_rerun_reuses_and_an_interrupted_stage_resumes(first_run):
     for stage in ("data", "stage1", "stage2", "eval", "reconstruct"):
         assert f"{stage}: reusing the finished stage" in stdout
     assert _train_commands(out, 1) == 1 and _train_commands(out, 2) == 1
-    # stage 2 without its record (interrupted after its last checkpoint): run again, it resumes
+    # stage 2 without its record (as if interrupted after its last checkpoint), and Ctrl-C while
+    # it runs again: the quickstart stops its launch.train and says how to resume
     os.remove(out / "stages" / "stage2.json")
+    p = subprocess.Popen([sys.executable, "-m", "launch.quickstart", "--quick", "--out", str(out)], cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in p.stdout:
+        if "[3/6] stage2" in line:
+            break
+    time.sleep(3)
+    p.send_signal(signal.SIGINT)
+    rest, err = p.communicate(timeout=300)
+    assert p.returncode == 130, (rest[-3000:], err[-3000:])
+    assert "stopping train_stage2" in rest and "rerun the same command to resume" in err
+    assert not (out / "stages" / "stage2.json").exists()
+    assert _train_commands(out, 2) == 2
+    # the same command again: stage 2 resumes from its checkpoints, the rest is reused
     stdout = _quickstart(out)
     assert "stage2: reusing" not in stdout and "stage1: reusing" in stdout
-    assert _train_commands(out, 2) == 2
+    assert _train_commands(out, 2) == 3
     log = (out / "logs" / "train_stage2.log").read_text()
     assert "resumed from" in log.split("$ ")[-1]
     assert sorted(os.listdir(out / "runs" / "stage2" / "checkpoints")) == ckpts
