@@ -98,7 +98,7 @@ def _curves(runs: dict[str, str], path: str) -> dict:
         last = max((r["step"] for r in rows), default=0)
         for ax, (key, title) in zip(axes.flat, _CURVES):
             pts = [(r["step"] + offset, r[key]) for r in rows if key in r and math.isfinite(r[key])]
-            if pts:
+            if pts and any(v != 0.0 for _, v in pts):  # (a term the run does not have logs 0)
                 x, y = zip(*pts)
                 ax.plot(x, y, "o-" if key.startswith("eval/") else "-", ms=3, label=name)
             ax.set_title(title)
