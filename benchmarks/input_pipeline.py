@@ -10,7 +10,10 @@ unlabeled clips (teacher flow of synthetic videos), both stored at 378x518 by `d
    read (record lookup in the shard: `shard_reader`, or ArrayRecord's reader as fallback), decode (record parse, JPEG frames, flow codec; when the transform is
    a pure crop, the flow decoder writes the window straight into the sample, so the crop is
    inside "decode"), transform (resize / crop of frames, depth, intrinsics and flows; colour
-   jitter; flow landing test), other (sampling, the rest of building a sample, batching, Grain).
+   jitter; flow landing test), verify (each record's CRC-32, `sources.CheckedRecords`), other
+   (sampling, the rest of building a sample, batching, Grain).
+   Then the cost of verification: the same one-core pipeline with and without the checksums
+   (`InputConfig.verify_records`), rounds interleaved, samples per CPU-second of each.
 2. All cores: the same pipeline with Grain worker processes (--workers, default: all cores).
 
 Usage: python benchmarks/input_pipeline.py [--data DIR] [--samples 200] [--rounds 3] [--zoom 1.0]
@@ -23,6 +26,7 @@ import argparse
 import collections
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,7 +35,7 @@ import time
 import cv2
 import numpy as np
 
-from flow3r_jax.data import records, sample as sample_mod, sources
+from flow3r_jax.data import container, records, sample as sample_mod, sources
 from flow3r_jax.data.pipeline import InputConfig, build_dataset
 from flow3r_jax.data.sample import SampleConfig
 
@@ -41,6 +45,12 @@ H, W = 378, 518
 def make_datasets(root: str) -> tuple[str, str]:
     labeled, unlabeled, videos = (os.path.join(root, n) for n in ("labeled", "unlabeled", "videos"))
     run = lambda *a: subprocess.run([sys.executable, "-m", *a], check=True, capture_output=True)
+    for d in (labeled, unlabeled):  # datasets from before the record checksum: write them again
+        try:
+            if sources.open_source(d).manifest["schema_versions"]["record_container"] != container.CONTAINER_VERSION:
+                shutil.rmtree(d)
+        except sources.DatasetError:
+            pass
     if not os.path.exists(os.path.join(labeled, "manifest.json")):
         print("generating labeled synthetic clips ...", flush=True)
         run("data_pipelines.make_dataset", "--synthetic", "6", "--output_dir", labeled, "--frames", "12", "--size", f"{H}x{W}", "--offsets", "1,2,4,8")
@@ -70,13 +80,14 @@ class StageTimer:
         setattr(owner, name, timed)
 
 
-def config(labeled, unlabeled, zoom, workers=0, threads=1) -> InputConfig:
+def config(labeled, unlabeled, zoom, workers=0, threads=1, verify=True) -> InputConfig:
     return InputConfig(
         sources=((labeled, 1.0), (unlabeled, 1.0)),
         batch_size=1,
         sample=SampleConfig(frames=8, pairs=8, height=H, width=W, max_zoom=zoom),
         num_workers=workers,
         read_threads=threads,
+        verify_records=verify,
     )
 
 
@@ -99,6 +110,7 @@ def main():
     timer.wrap(records.UnlabeledClip, "decode_flow", "decode")
     for name in ("warp_frame", "warp_flow", "warp_depth", "warp_intrinsics", "keep_landing_inside"):
         timer.wrap(sample_mod, name, "transform")
+    timer.wrap(container, "verify_checksum", "verify")
 
     it = iter(build_dataset(config(labeled, unlabeled, args.zoom), 0, 1))
     for _ in range(10):  # warm-up
@@ -131,9 +143,25 @@ def main():
           f"{(r1.ru_minflt - r0.ru_minflt) / n:.0f} page faults per sample")
     total = sum(walls)
     other = max(0.0, total - sum(timer.seconds.values()))  # the read is estimated apart: can overshoot
-    for stage in ("read", "decode", "transform"):
+    for stage in ("read", "verify", "decode", "transform"):
         print(f"  {stage:<10} {timer.seconds[stage] / n * 1000:7.2f} ms/sample  {100 * timer.seconds[stage] / total:5.1f}%")
     print(f"  {'other':<10} {other / n * 1000:7.2f} ms/sample  {100 * other / total:5.1f}%  (sampling, batching, Grain)")
+
+    # What verification costs: interleaved rounds with and without it, CPU time of each.
+    its = {v: iter(build_dataset(config(labeled, unlabeled, args.zoom, verify=v), 0, 1)) for v in (True, False)}
+    per_cpu = {True: [], False: []}
+    for it in its.values():
+        for _ in range(10):
+            next(it)
+    for _ in range(args.rounds):
+        for v, it in its.items():
+            c0 = time.process_time()
+            for _ in range(args.samples):
+                next(it)
+            per_cpu[v].append(args.samples / (time.process_time() - c0))
+    on, off = np.median(per_cpu[True]), np.median(per_cpu[False])
+    print(f"\n[verification] {on:6.1f} samples per CPU-second with the record checksums, {off:6.1f} without: "
+          f"{on / off:.3f}x ({100 * (off / on - 1):+.1f}% CPU per sample)")
 
     if args.workers > 1:
         ds = build_dataset(config(labeled, unlabeled, args.zoom, workers=args.workers), 0, 1)

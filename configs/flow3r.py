@@ -102,6 +102,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.num_workers = 0 if tiny else 8
     c.data.read_threads = 2
     c.data.seed = 0
+    # A record failing its checksum: "raise" stops training (tests, small runs); "skip" takes the
+    # next record, logs it and counts it (input/skipped_records), and stops only above
+    # max(max_bad_records, max_bad_fraction x records read) per process (long runs).
+    c.data.bad_records = "raise" if tiny else "skip"
+    c.data.max_bad_fraction = 0.001
+    c.data.max_bad_records = 10
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1

@@ -20,6 +20,7 @@ _EXPORTS = {
     "flow_codec": ("FlowCodecError", "encode_flow", "decode_flow", "flow_shape", "zero_unrepresentable_outside_mask"),
     "records": (
         "RecordSchemaError",
+        "RecordChecksumError",
         "SCHEMA_VERSION",
         "UnlabeledClip",
         "LabeledClip",

@@ -5,11 +5,11 @@ that kind; the fields carry their own names and type codes, so a reader can pars
 without knowing its schema. What the kinds, fields and schema versions mean is up to the caller
 (`flow3r_jax.data.records` defines the clip records written with this container).
 
-Byte layout (container version 1, little-endian)
+Byte layout (container version 2, little-endian)
 ------------------------------------------------
     offset  size  field
     0       4     magic b"F3RC"
-    4       1     container version = 1
+    4       1     container version = 2 (1: the same without the checksum; still read)
     5       1     kind tag (u8, the caller's)
     6       2     schema version of that kind (u16, the caller's)
     8       2     N, number of fields (u16)
@@ -30,10 +30,17 @@ Byte layout (container version 1, little-endian)
                                    of the C-order flattened array
                                An empty array is always stored raw, whatever encoding is asked.
                       6 DICT   u32 n, n bytes UTF-8 JSON object (keys sorted, no NaN / Inf)
-    The record ends right after field N: trailing bytes are an error.
+    then (version 2) u32 CRC-32 (zlib / IEEE 802.3 polynomial) of every byte before it, from
+    the magic to the end of field N. Nothing follows: trailing bytes are an error.
 zstd frames are written at level 3 (`ZSTD_LEVEL`) with pyarrow's zstd codec.
-The container has no checksum of its own (clip records rely on ArrayRecord / Riegeli chunk
-hashes and on checksums inside their blobs).
+
+The checksum makes a record verifiable end to end (frames, depth, flow, header alike): readers
+check it before parsing, so a flipped byte or a truncation anywhere is `ChecksumError`, never a
+silently wrong value. Why CRC-32: it is in the standard library (`zlib.crc32`, ~2.4 GB/s per
+core here, about 1 ms for a 2 MB clip record), it detects every error burst up to 32 bits and
+every odd number of flipped bits, and the flow codec already uses it; the errors it guards
+against are storage and transfer faults, not tampering. Version-1 records (no checksum) are
+read as before, unverified (`Prefix.container_version` says which).
 
 API
 ---
@@ -45,16 +52,21 @@ Writing is two steps, so that large blobs are copied once, when the record is jo
         integer in the i64 range, BOOL bool / numpy.bool_, BLOBS a list / tuple of bytes-like
         objects, ARRAY a numpy array of bool, uint8, int32 or float32 (any byte order; `encoding`
         applies to arrays only, BITS_ZSTD to bool arrays only), DICT a JSON-serialisable dict.
-    pack_record(kind_tag, schema_version, fields: Iterable[(name, encoded)]) -> bytes
+    pack_record(kind_tag, schema_version, fields: Iterable[(name, encoded)], container_version=2) -> bytes
         The container of the (name, encode_value(...) output) pairs, in that order. `encoded`
-        may also be one bytes-like object.
+        may also be one bytes-like object. `container_version=1` writes the old layout (tests of
+        old datasets).
 
 Reading:
 
-    read_prefix(data) -> Prefix(kind_tag, schema_version, field_count)
+    read_prefix(data) -> Prefix(kind_tag, schema_version, field_count, container_version)
         Checks length, magic and container version only; cheap.
-    iter_fields(data, check=None) -> iterator of (name, FieldType, value)
-        Parses the fields in stored order. `check(name, type_code: int)`, if given, is called
+    verify_checksum(data) -> bool
+        Checks a version-2 record's CRC-32 (raises `ChecksumError`); False for version 1
+        (nothing to check).
+    iter_fields(data, check=None, blob_views=False, verify=True) -> iterator of (name, FieldType, value)
+        Verifies the checksum (unless `verify=False`: the caller already did), then parses the
+        fields in stored order. `check(name, type_code: int)`, if given, is called
         for each field before its payload is decoded (the type code is not yet validated), so
         that a caller can reject an unknown field or an unexpected type without decoding a
         large payload; whatever it raises propagates unchanged. Decoded values: NONE None,
@@ -65,7 +77,8 @@ Reading:
         stored twice is an error.
 
 `data` is bytes or any C-contiguous buffer (bytearray, memoryview, ...). Every malformed input
-raises `ContainerError` (a ValueError; `NotAContainerError` when the magic is wrong), whose
+raises `ContainerError` (a ValueError; `NotAContainerError` when the magic is wrong,
+`ChecksumError` when the CRC-32 does not match), whose
 message names the field being read, and whose `field` attribute is that name (None outside
 the fields).
 """
@@ -77,6 +90,7 @@ import json
 import math
 import numbers
 import struct
+import zlib
 from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import cv2
@@ -89,6 +103,8 @@ __all__ = [
     "ZSTD_LEVEL",
     "ContainerError",
     "NotAContainerError",
+    "ChecksumError",
+    "READABLE_VERSIONS",
     "FieldType",
     "ArrayEncoding",
     "ARRAY_DTYPES",
@@ -97,12 +113,15 @@ __all__ = [
     "encode_value",
     "pack_record",
     "read_prefix",
+    "verify_checksum",
     "iter_fields",
     "unpack_record",
 ]
 
 MAGIC = b"F3RC"
-CONTAINER_VERSION = 1
+CONTAINER_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+_CRC = struct.Struct("<I")
 ZSTD_LEVEL = 3
 
 
@@ -120,6 +139,10 @@ class NotAContainerError(ContainerError):
     def __init__(self, message: str, magic: bytes):
         super().__init__(message)
         self.magic = magic
+
+
+class ChecksumError(ContainerError):
+    """A version-2 record whose bytes do not match its CRC-32 (corrupted or truncated)."""
 
 
 class FieldType(enum.IntEnum):
@@ -150,6 +173,7 @@ class Prefix(NamedTuple):
     kind_tag: int
     schema_version: int
     field_count: int
+    container_version: int = CONTAINER_VERSION
 
 
 class UnpackedRecord(NamedTuple):
@@ -252,14 +276,18 @@ def _encode_array(a: np.ndarray, encoding: ArrayEncoding) -> list[bytes]:
     return [head, struct.pack("<I", len(data)), data]
 
 
-def pack_record(kind_tag: int, schema_version: int, fields: Iterable[tuple[str, Sequence[bytes] | bytes]]) -> bytes:
+def pack_record(
+    kind_tag: int, schema_version: int, fields: Iterable[tuple[str, Sequence[bytes] | bytes]], container_version: int = CONTAINER_VERSION
+) -> bytes:
     """The container of (name, encoded value) pairs (see the module docstring)."""
     fields = list(fields)
+    if container_version not in READABLE_VERSIONS:
+        raise ContainerError(f"container version {container_version}: this writer knows {READABLE_VERSIONS}")
     if not 0 <= kind_tag < 256 or not 0 <= schema_version < 2**16 or len(fields) >= 2**16:
         raise ContainerError(
             f"kind tag {kind_tag} (u8), schema version {schema_version} (u16) or field count {len(fields)} (u16) out of range"
         )
-    parts = [_PREFIX.pack(MAGIC, CONTAINER_VERSION, kind_tag, schema_version, len(fields))]
+    parts = [_PREFIX.pack(MAGIC, container_version, kind_tag, schema_version, len(fields))]
     for name, encoded in fields:
         try:
             b = name.encode("ascii")
@@ -272,6 +300,11 @@ def pack_record(kind_tag: int, schema_version: int, fields: Iterable[tuple[str, 
             parts.append(encoded)
         else:
             parts.extend(encoded)
+    if container_version >= 2:
+        crc = 0
+        for part in parts:  # incrementally: the large blobs are not joined twice
+            crc = zlib.crc32(part, crc)
+        parts.append(_CRC.pack(crc))
     return b"".join(parts)
 
 
@@ -291,18 +324,42 @@ def read_prefix(data) -> Prefix:
     magic, container, tag, schema_version, n_fields = _PREFIX.unpack_from(view)
     if magic != MAGIC:
         raise NotAContainerError(f"not an F3RC container (magic {magic!r}, expected {MAGIC!r})", magic)
-    if container != CONTAINER_VERSION:
-        raise ContainerError(f"container version {container}, this reader knows version {CONTAINER_VERSION}")
-    return Prefix(tag, schema_version, n_fields)
+    if container not in READABLE_VERSIONS:
+        raise ContainerError(f"container version {container}, this reader knows versions {READABLE_VERSIONS}")
+    if container >= 2 and len(view) < _PREFIX.size + _CRC.size:
+        raise ChecksumError(f"truncated record: {len(view)} bytes")
+    return Prefix(tag, schema_version, n_fields, container)
 
 
-def iter_fields(data, check: Callable[[str, int], None] | None = None, blob_views: bool = False) -> Iterator[tuple[str, FieldType, Any]]:
+def verify_checksum(data) -> bool:
+    """Checks a version-2 record's CRC-32 (`ChecksumError` if it does not match); returns False
+    for a version-1 record, which has none."""
+    view = _as_view(data)
+    if read_prefix(view).container_version < 2:
+        return False
+    body = len(view) - _CRC.size
+    (stored,) = _CRC.unpack_from(view, body)
+    computed = zlib.crc32(view[:body])
+    if computed != stored:
+        raise ChecksumError(f"checksum mismatch (stored CRC-32 {stored:#010x}, computed {computed:#010x} over {body} bytes): the record is corrupt or truncated")
+    return True
+
+
+def iter_fields(
+    data, check: Callable[[str, int], None] | None = None, blob_views: bool = False, verify: bool = True
+) -> Iterator[tuple[str, FieldType, Any]]:
     """(name, type, value) of every field in stored order (see the module docstring).
     `blob_views=True` gives BLOBS entries as read-only memoryviews into `data` (no copies; they
-    keep `data` alive and cannot be pickled) instead of bytes."""
+    keep `data` alive and cannot be pickled) instead of bytes. `verify=False` skips the checksum
+    (for a caller that has just verified it)."""
     view = _as_view(data)
     src = data if isinstance(data, bytes) else bytes(view)
-    n_fields = read_prefix(view).field_count
+    prefix = read_prefix(view)
+    if verify:
+        verify_checksum(view)
+    if prefix.container_version >= 2:
+        view = view[: len(view) - _CRC.size]  # parse the fields only
+    n_fields = prefix.field_count
     off = _PREFIX.size
     name = "<header>"
     for _ in range(n_fields):
@@ -329,11 +386,11 @@ def iter_fields(data, check: Callable[[str, int], None] | None = None, blob_view
         raise ContainerError(f"{len(view) - off} trailing bytes after the last field")
 
 
-def unpack_record(data) -> UnpackedRecord:
+def unpack_record(data, verify: bool = True) -> UnpackedRecord:
     """The whole container: its kind tag, schema version and {name: (type, value)}."""
     prefix = read_prefix(data)
     fields: dict[str, tuple[FieldType, Any]] = {}
-    for name, t, value in iter_fields(data):
+    for name, t, value in iter_fields(data, verify=verify):
         if name in fields:
             raise ContainerError(f"field {name!r}: stored twice", field=name)
         fields[name] = (t, value)

@@ -22,12 +22,22 @@ step sees a few static shapes. The bucket of batch `i` is drawn from `(seed, i)`
 every process; batch `i` takes the next `batch_size` records of this process's mixture stream
 (`BucketBatches`: its start is the running sum of the earlier batches' sizes, kept in blocks, so
 any batch is found in O(1) amortised and a restored iterator continues exactly).
+
+Bad records (`InputConfig.bad_records`): every record is verified when read (its checksum,
+`sources.CheckedRecords`). "raise" (the default) stops the input with `CorruptRecordError`, which
+names the shard file and the record's index in it. "skip" takes the next record of the source in
+its place (deterministically, so restores stay exact), logs the error, and counts it: each batch
+carries `skipped_records` (per sample, host-side only: `to_global_batch` leaves it out; the
+trainer logs the running total as `input/skipped_records`). Skipping aborts with `DatasetError`
+once a process has skipped more than max(`max_bad_records`, `max_bad_fraction` x the records it
+has read): a damaged disk is worth stopping for.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import threading
 
 import grain
@@ -36,9 +46,26 @@ import numpy as np
 
 from flow3r_jax.data.memory import keep_freed_memory
 from flow3r_jax.data.sample import SampleConfig, make_sample, sample_spec
-from flow3r_jax.data.sources import DatasetError, open_source
+from flow3r_jax.data.sources import CheckedRecords, CorruptRecordError, DatasetError, open_source
 
-__all__ = ["InputConfig", "Bucket", "EpochShuffle", "BucketBatches", "build_dataset", "to_global_batch", "batch_spec", "bucket_sample_config"]
+__all__ = [
+    "InputConfig",
+    "Bucket",
+    "EpochShuffle",
+    "BucketBatches",
+    "BadRecordPolicy",
+    "HOST_ONLY_KEYS",
+    "build_dataset",
+    "to_global_batch",
+    "batch_spec",
+    "bucket_sample_config",
+]
+
+HOST_ONLY_KEYS = ("skipped_records",)
+"""Batch fields for the host (input accounting), not for the device."""
+
+BAD_RECORD_POLICIES = ("raise", "skip")
+_MAX_CONSECUTIVE_BAD = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,8 +101,19 @@ class InputConfig:
     # every batch is one bucket's shape (its frames / pairs replace the sample config's) and
     # `batch_size` is not used.
     buckets: tuple[Bucket, ...] = ()
+    # A record that fails verification: "raise" stops the input, "skip" takes the next record and
+    # counts it (see the module docstring); skipping aborts above max(max_bad_records,
+    # max_bad_fraction x records read) per process.
+    bad_records: str = "raise"
+    verify_records: bool = True  # False skips the checksums (to measure what they cost)
+    max_bad_fraction: float = 0.001
+    max_bad_records: int = 10
 
     def __post_init__(self):
+        if self.bad_records not in BAD_RECORD_POLICIES:
+            raise ValueError(f"InputConfig: bad_records must be one of {BAD_RECORD_POLICIES}, got {self.bad_records!r}")
+        if not 0.0 <= self.max_bad_fraction <= 1.0 or self.max_bad_records < 0:
+            raise ValueError(f"InputConfig: max_bad_fraction must be in [0, 1] and max_bad_records >= 0, got {self.max_bad_fraction}, {self.max_bad_records}")
         if not self.sources:
             raise ValueError("InputConfig: at least one source is needed")
         if any(w <= 0 for _, w in self.sources):
@@ -93,15 +131,72 @@ def bucket_sample_config(sample: SampleConfig, bucket: Bucket) -> SampleConfig:
     return dataclasses.replace(sample, frames=bucket.frames, pairs=bucket.pairs)
 
 
+class BadRecordPolicy:
+    """A source's verified records as (record, records skipped before it), applying
+    `InputConfig.bad_records` (see the module docstring). Picklable: each worker process counts
+    its own reads."""
+
+    def __init__(self, records: CheckedRecords, policy: str, max_fraction: float, max_count: int):
+        self.records, self.policy, self.max_fraction, self.max_count = records, policy, max_fraction, max_count
+        self.read = self.bad = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int):
+        n = len(self.records)
+        skipped, last = 0, None
+        for attempt in range(min(n, _MAX_CONSECUTIVE_BAD)):
+            try:
+                data = self.records[(int(index) + attempt) % n]
+            except CorruptRecordError as err:
+                if self.policy == "raise":
+                    raise
+                skipped, last = skipped + 1, err
+                self._count_bad(err)
+                continue
+            with self._lock:
+                self.read += 1
+            return data, skipped
+        raise DatasetError(f"dataset {self.records.dataset}: {skipped} records in a row from record {index} are bad; the last: {last}")
+
+    def _count_bad(self, err: CorruptRecordError) -> None:
+        with self._lock:
+            self.bad += 1
+            bad, seen = self.bad, self.bad + self.read
+        logging.getLogger(__name__).warning("skipped a bad record (%d of %d read so far in this process): %s", bad, seen, err)
+        if bad > max(self.max_count, self.max_fraction * seen):
+            raise DatasetError(
+                f"dataset {self.records.dataset}: {bad} of {seen} records read in this process were bad, more than "
+                f"max(max_bad_records={self.max_count}, max_bad_fraction={self.max_fraction} x {seen}); stopping. The last: {err}"
+            ) from err
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+
 class _Sample(grain.transforms.RandomMap):
-    """(source index, record bytes) -> sample dict (picklable for worker processes)."""
+    """(source index, (record bytes, skipped)) -> sample dict (picklable for worker processes)."""
 
     def __init__(self, cfg: SampleConfig):
         self.cfg = cfg
 
     def random_map(self, element, rng: np.random.Generator):
-        source, record = element
-        return make_sample(record, self.cfg, rng, source)
+        source, (record, skipped) = element
+        return _sample(record, skipped, self.cfg, rng, source)
+
+
+def _sample(record, skipped: int, cfg: SampleConfig, rng: np.random.Generator, source: int) -> dict[str, np.ndarray]:
+    out = make_sample(record, cfg, rng, source, verify=False)  # CheckedRecords verified it
+    out["skipped_records"] = np.int32(skipped)
+    return out
 
 
 def _batch(samples) -> dict[str, np.ndarray]:
@@ -216,9 +311,9 @@ class BucketBatches(grain.MapDataset):
         first = self.start(index)
         samples = []
         for pos in range(first, first + int(self._sizes[b])):
-            source, record = self._parent[pos]
+            source, (record, skipped) = self._parent[pos]
             rng = np.random.default_rng([self._seed, self._stream, pos])
-            samples.append(make_sample(record, self._configs[b], rng, source))
+            samples.append(_sample(record, skipped, self._configs[b], rng, source))
         return _batch(samples)
 
     def __getstate__(self):  # worker processes rebuild the caches
@@ -237,8 +332,8 @@ def _init_worker(keep_memory: bool, worker_index: int, worker_count: int) -> Non
         keep_freed_memory()
 
 
-def _tag(source: int, record: bytes):
-    return source, record
+def _tag(source: int, element):
+    return source, element
 
 
 def _ensure_absl_flags_parsed() -> None:
@@ -259,7 +354,9 @@ def build_dataset(cfg: InputConfig, process_index: int | None = None, process_co
     parts, weights = [], []
     for k, (path, weight) in enumerate(cfg.sources):
         src = open_source(path, direct=cfg.direct_reader)
-        ds = grain.MapDataset.source(src.records)[process_index::process_count]
+        src.records.verify = src.records.verify and cfg.verify_records
+        guarded = BadRecordPolicy(src.records, cfg.bad_records, cfg.max_bad_fraction, cfg.max_bad_records)
+        ds = grain.MapDataset.source(guarded)[process_index::process_count]
         if len(ds) == 0:
             raise DatasetError(f"dataset {path}: {len(src)} records cannot feed {process_count} processes (process {process_index} gets none)")
         if cfg.shuffle:
@@ -292,11 +389,14 @@ def batch_spec(cfg: InputConfig | SampleConfig, global_batch: int) -> dict[str, 
 
 def to_global_batch(host_batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh, axes=("data", "fsdp")) -> dict[str, jax.Array]:
     """Assembles every process's batch into global arrays sharded on their leading dimension over
-    `axes` (`jax.make_array_from_process_local_data`: no host copy crosses processes)."""
+    `axes` (`jax.make_array_from_process_local_data`: no host copy crosses processes); the
+    host-only fields (`HOST_ONLY_KEYS`) stay behind."""
     from jax.sharding import NamedSharding, PartitionSpec
 
     out = {}
     for k, v in host_batch.items():
+        if k in HOST_ONLY_KEYS:
+            continue
         sharding = NamedSharding(mesh, PartitionSpec(axes, *([None] * (v.ndim - 1))))
         out[k] = jax.make_array_from_process_local_data(sharding, v)
     return out

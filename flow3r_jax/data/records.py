@@ -40,13 +40,14 @@ covisibility) | None (given together with pairs), dynamic bool (K, H, W) | None,
 Serialisation
 -------------
 A record is an F3RC container (`flow3r_jax.data.container`, whose docstring has the byte
-layout) of container version 1 (`CONTAINER_VERSION`), kind tag 1 = unlabeled (UnlabeledClip)
+layout) of container version 2 (`CONTAINER_VERSION`; version 1 is still read), kind tag 1 = unlabeled (UnlabeledClip)
 or 2 = labeled (LabeledClip), the kind's `SCHEMA_VERSION`, and one field per schema entry
 (`FIELDS`), in schema order: str -> STR, int -> INT, bool -> BOOL, blobs -> BLOBS, arrays ->
 ARRAY (depth and tracks_xy byte-shuffled + zstd, masks bit-packed + zstd, the small ones raw),
 extra -> DICT, and an absent optional field -> NONE.
-The container has no checksum of its own: ArrayRecord (Riegeli) hashes its chunks, and every
-flow blob carries a CRC-32. Large arrays (depth, masks, tracks) are zstd coded and frames and
+The container ends with a CRC-32 of the whole record, checked before anything is parsed, so a
+damaged record is an error (`container.ChecksumError`, wrapped as `RecordChecksumError`) and never
+a silently wrong clip; every flow blob also carries its own CRC-32. Large arrays (depth, masks, tracks) are zstd coded and frames and
 flows are already compressed, so write shards with ArrayRecord options
 "group_size:1,uncompressed" (the default, zstd:3, would compress them a second time).
 
@@ -69,6 +70,7 @@ from flow3r_jax.data.images import IMAGE_MAGIC, FrameCodecError, decode_jpeg, en
 
 __all__ = [
     "RecordSchemaError",
+    "RecordChecksumError",
     "FrameCodecError",
     "SCHEMA_VERSION",
     "CONTAINER_VERSION",
@@ -90,6 +92,10 @@ _KIND_TAG = {"unlabeled": 1, "labeled": 2}
 
 class RecordSchemaError(ValueError):
     """A clip or record that does not match its schema; the message names the field and clip id."""
+
+
+class RecordChecksumError(RecordSchemaError):
+    """A record whose bytes do not match its checksum: damaged in storage or transfer."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -412,14 +418,19 @@ def encode_record(clip: UnlabeledClip | LabeledClip) -> bytes:
     return _pack(cls.KIND, cls.SCHEMA_VERSION, fields)
 
 
-def decode_record(data: bytes, *, validate: bool = True, blob_views: bool = False) -> UnlabeledClip | LabeledClip:
+def decode_record(data: bytes, *, validate: bool = True, blob_views: bool = False, verify: bool = True) -> UnlabeledClip | LabeledClip:
     """Parses `encode_record` output. Frames and flows stay encoded (lists of bytes); everything
     else is decoded. `validate=False` skips the schema's content checks (shapes, NaN, ranges),
     not the container's (magic, versions, field names and types). `blob_views=True` leaves frames
     and flows as memoryviews into `data` instead of copying them out (the training reader's
-    choice: such a clip cannot be pickled)."""
+    choice: such a clip cannot be pickled). `verify=False` skips the record's checksum, for a
+    caller that has just verified it (`flow3r_jax.data.sources`); never skip it otherwise."""
     try:
         prefix = container.read_prefix(data)
+        if verify:
+            container.verify_checksum(data)
+    except container.ChecksumError as err:
+        raise RecordChecksumError(f"decode_record: {err}") from err
     except container.NotAContainerError as err:
         raise RecordSchemaError(f"decode_record: not a clip record (magic {err.magic!r}, expected {MAGIC!r})") from err
     except container.ContainerError as err:
@@ -447,7 +458,7 @@ def decode_record(data: bytes, *, validate: bool = True, blob_views: bool = Fals
             raise RecordSchemaError(f"{who()}: field {name!r}: stored with type code {t}, the schema needs {int(expected)} ({f.type})")
 
     try:
-        for name, _, value in container.iter_fields(data, check, blob_views):
+        for name, _, value in container.iter_fields(data, check, blob_views, verify=False):
             values[name] = value
     except container.ContainerError as err:
         raise RecordSchemaError(f"{who()}: {err}") from err

@@ -100,8 +100,8 @@ def _zeros(shape: tuple[int, ...], dtype) -> np.ndarray:
     return _ZEROS[key]
 
 
-def make_sample(record: bytes, cfg: SampleConfig, rng: np.random.Generator, source: int = 0) -> dict[str, np.ndarray]:
-    clip = records.decode_record(record, blob_views=True)
+def make_sample(record: bytes, cfg: SampleConfig, rng: np.random.Generator, source: int = 0, verify: bool = True) -> dict[str, np.ndarray]:
+    clip = records.decode_record(record, blob_views=True, verify=verify)
     labeled = isinstance(clip, records.LabeledClip)
     clip_id = clip.clip_id if labeled else clip.video_id
     N, S, H, W = cfg.frames, cfg.pairs, cfg.height, cfg.width

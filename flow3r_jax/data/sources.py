@@ -10,6 +10,12 @@ the problem, so a stale or half-copied dataset fails at start-up rather than mid
 Records are read with `shard_reader.DirectShardSource` (one kernel copy per record instead of
 ArrayRecord's five; identical bytes) when the shards have the layout `data_pipelines` writes,
 else with ArrayRecord's reader (`direct=False` forces the latter).
+
+Every record is verified when it is read (`CheckedRecords`): its container's CRC-32 (record
+container version 2, `flow3r_jax.data.container`) must match, so a byte damaged anywhere in a
+record, or a record cut short, is `CorruptRecordError` naming the dataset, the shard file and the
+record's index in that shard, before any of it is decoded. Datasets written before the checksum
+existed (container version 1) are read unverified, with a warning at open.
 """
 
 from __future__ import annotations
@@ -21,16 +27,63 @@ import os
 
 import grain
 
-from flow3r_jax.data import flow_codec, records
+import numpy as np
+
+from flow3r_jax.data import container, flow_codec, records
 from flow3r_jax.data.shard_reader import DirectShardSource, ShardLayoutError
 
-__all__ = ["DatasetError", "ClipSource", "open_source", "MANIFEST_VERSION"]
+__all__ = ["DatasetError", "CorruptRecordError", "CheckedRecords", "ClipSource", "open_source", "MANIFEST_VERSION"]
 
 MANIFEST_VERSION = 1
 
 
 class DatasetError(ValueError):
     """A dataset directory cannot be read as a clip dataset; the message names it."""
+
+
+class CorruptRecordError(DatasetError):
+    """A record that cannot be read or fails its checksum; `shard` and `record` (its index in that
+    shard) say which."""
+
+    def __init__(self, message: str, shard: str, record: int):
+        super().__init__(message)
+        self.shard, self.record = shard, record
+
+
+class CheckedRecords:
+    """Random access to the records of a dataset's shards (index -> bytes-like), each verified
+    when read (`verify`: the record container's checksum; version-1 records have none)."""
+
+    def __init__(self, dataset: str, records, files: list[str], counts: list[int], verify: bool = True):
+        self.dataset, self.records, self.files, self.verify = dataset, records, list(files), verify
+        self.offsets = np.cumsum([0] + list(counts))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def locate(self, index: int) -> tuple[str, int]:
+        """(shard file, index of the record in it) of record `index`."""
+        s = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        return self.files[s], int(index) - int(self.offsets[s])
+
+    def __getitem__(self, index: int):
+        try:
+            data = self.records[index]
+        except IndexError:
+            raise
+        except (OSError, RuntimeError, ValueError) as err:  # a short read, Riegeli's own errors
+            shard, k = self.locate(index)
+            raise CorruptRecordError(f"dataset {self.dataset}: shard {shard}: record {k} cannot be read: {err}", shard, k) from err
+        if self.verify:
+            try:
+                container.verify_checksum(data)
+            except container.ContainerError as err:
+                shard, k = self.locate(index)
+                raise CorruptRecordError(f"dataset {self.dataset}: shard {shard}: record {k}: {err}", shard, k) from err
+        return data
+
+    def __repr__(self) -> str:
+        return f"CheckedRecords({self.records!r}, verify={self.verify})"
 
 
 @dataclasses.dataclass
@@ -41,7 +94,7 @@ class ClipSource:
     name: str
     kind: str  # "labeled" | "unlabeled"
     manifest: dict
-    records: grain.sources.ArrayRecordDataSource | DirectShardSource
+    records: CheckedRecords  # over a grain.sources.ArrayRecordDataSource or a DirectShardSource
 
     def __len__(self) -> int:
         return len(self.records)
@@ -54,14 +107,19 @@ def _fail(path: str, msg: str):
     raise DatasetError(f"dataset {path}: {msg}")
 
 
-def _num_records(shard: str) -> int:
+def _num_records(dataset: str, shard: str) -> int:
     from array_record.python.array_record_module import ArrayRecordReader
 
-    reader = ArrayRecordReader(shard, "readahead_buffer_size:0")
-    try:
-        return reader.num_records()
-    finally:
-        reader.close()
+    try:  # Riegeli's errors do not name the file
+        reader = ArrayRecordReader(shard, "readahead_buffer_size:0")
+        try:
+            return reader.num_records()
+        finally:
+            reader.close()
+    except (OSError, RuntimeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        size = os.path.getsize(shard)
+        _fail(dataset, f"shard {shard} ({size} bytes) cannot be opened, truncated or not an ArrayRecord file ({first})")
 
 
 def open_source(path: str, direct: bool = True) -> ClipSource:
@@ -83,7 +141,7 @@ def open_source(path: str, direct: bool = True) -> ClipSource:
     versions = manifest.get("schema_versions", {})
     want = {  # the versions this reader reads
         "record_schema": (records.SCHEMA_VERSION[kind],),
-        "record_container": (records.CONTAINER_VERSION,),
+        "record_container": container.READABLE_VERSIONS,
         "flow_codec": flow_codec.READABLE_VERSIONS,
     }
     have = {
@@ -106,7 +164,7 @@ def open_source(path: str, direct: bool = True) -> ClipSource:
         _fail(path, f"missing shard file(s): {missing[:5]}")
     if not files:
         _fail(path, "contains no records")
-    counts = [_num_records(f) for f in files]
+    counts = [_num_records(path, f) for f in files]
     expected = sum(s["records"] for s in shards)
     if sum(counts) != expected:
         _fail(path, f"shards hold {sum(counts)} records, the manifest says {expected} (truncated or replaced shard?)")
@@ -118,4 +176,11 @@ def open_source(path: str, direct: bool = True) -> ClipSource:
             logging.getLogger(__name__).warning("dataset %s: reading with ArrayRecord's reader (%s)", path, err)
     if source is None:
         source = grain.sources.ArrayRecordDataSource(files)
-    return ClipSource(path, manifest.get("name", os.path.basename(path)), kind, manifest, source)
+    verified = have["record_container"] >= 2
+    if not verified:
+        logging.getLogger(__name__).warning(
+            "dataset %s: written with record container version %s, which has no checksums: its records are not verified "
+            "(rewrite it with this version of data_pipelines to verify every record)", path, have["record_container"],
+        )
+    checked = CheckedRecords(path, source, files, counts, verify=verified)
+    return ClipSource(path, manifest.get("name", os.path.basename(path)), kind, manifest, checked)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from flow3r_jax.data.pipeline import InputConfig, build_dataset
+from flow3r_jax.data.pipeline import HOST_ONLY_KEYS, InputConfig, build_dataset
 from flow3r_jax.data.sample import SampleConfig
 from flow3r_jax.data.targets import prepare_batch
 from flow3r_jax.geometry import geodesic_angle, ndc_coords_to_flow, relative_pose
@@ -43,7 +43,7 @@ def evaluate_batches(model, batches: list[dict]) -> dict[str, float]:
     predict = Predictor(model)
     epe, under, n_px, rot, n_rot, point = [], {1: 0.0, 3: 0.0, 5: 0.0}, 0, 0.0, 0, []
     for host in batches:
-        b = prepare_batch({k: jnp.asarray(v) for k, v in host.items()})
+        b = prepare_batch({k: jnp.asarray(v) for k, v in host.items() if k not in HOST_ONLY_KEYS})
         out = predict(b["images"], b["pairs"])
         mask = np.asarray(b["covisible"] & b["pair_valid"][..., None, None])
         err = np.linalg.norm(np.asarray(ndc_coords_to_flow(jnp.asarray(out["flow"]))) - np.asarray(b["flow"]), axis=-1)[mask]

@@ -61,7 +61,10 @@ def _input_config(c, shapes: list[BatchShape]) -> InputConfig:
             raise DatasetError(f"dataset directory not found: {path} (config.data.sources)")
     pc = jax.process_count()
     buckets = tuple(s.input_bucket(pc) for s in shapes) if c.data.buckets else ()
-    return InputConfig(sources=sources, batch_size=shapes[0].global_batch // pc, sample=sample_config(c), seed=c.data.seed, num_workers=c.data.num_workers, read_threads=c.data.read_threads, buckets=buckets)
+    return InputConfig(
+        sources=sources, batch_size=shapes[0].global_batch // pc, sample=sample_config(c), seed=c.data.seed, num_workers=c.data.num_workers, read_threads=c.data.read_threads, buckets=buckets,
+        bad_records=c.data.get("bad_records", "raise"), max_bad_fraction=c.data.get("max_bad_fraction", 0.001), max_bad_records=c.data.get("max_bad_records", 10),
+    )
 
 
 def _write_config(c, workdir: str) -> None:
@@ -188,8 +191,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
             run_eval(0)
         last_t, last_step, saved = time.perf_counter(), start, False
         window = {"samples": 0, "frames": 0, "flops": 0.0}  # since the last log line
+        skipped = 0  # bad records the input skipped since this run (re)started, this process
         for step in range(start, total):
             host_batch = next(it)
+            skipped += int(host_batch["skipped_records"].sum())
             n_local, frames = host_batch["images"].shape[:2]
             cs = steps.get((n_local * jax.process_count(), frames))
             if cs is None:
@@ -204,7 +209,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
                 now = time.perf_counter()
                 n = max(done - last_step, 1)
                 dt = (now - last_t) / n
-                host.update({"perf/step_time_s": dt, "perf/samples_per_s": window["samples"] / (dt * n), "perf/frames_per_s": window["frames"] / (dt * n), "perf/flops_per_step_per_device": window["flops"] / n, "perf/achieved_flops_per_s_per_device": window["flops"] / (dt * n)})
+                host.update({"input/skipped_records": float(skipped), "perf/step_time_s": dt, "perf/samples_per_s": window["samples"] / (dt * n), "perf/frames_per_s": window["frames"] / (dt * n), "perf/flops_per_step_per_device": window["flops"] / n, "perf/achieved_flops_per_s_per_device": window["flops"] / (dt * n)})
                 last_t, last_step, window = now, done, {"samples": 0, "frames": 0, "flops": 0.0}
                 writer.write(done, host)
                 result["metrics"] = {k: float(v) for k, v in host.items()}

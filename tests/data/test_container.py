@@ -1,6 +1,7 @@
 """The F3RC container: round trips of every value type, the byte layout, and malformed input."""
 
 import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from flow3r_jax.data.container import (
     CONTAINER_VERSION,
     MAGIC,
     ArrayEncoding,
+    ChecksumError,
     ContainerError,
     FieldType,
     NotAContainerError,
@@ -18,6 +20,7 @@ from flow3r_jax.data.container import (
     pack_record,
     read_prefix,
     unpack_record,
+    verify_checksum,
 )
 
 ENCODINGS = list(ArrayEncoding)
@@ -26,6 +29,13 @@ ENCODINGS = list(ArrayEncoding)
 def _pack(fields, kind_tag=7, schema_version=300):
     """fields: (name, FieldType, value[, encoding])."""
     return pack_record(kind_tag, schema_version, [(name, encode_value(*rest)) for name, *rest in fields])
+
+
+def _reseal(data: bytes) -> bytes:
+    """`data` (an edited version-2 container) with its CRC-32 recomputed: tests of the parser's own
+    checks behind the checksum."""
+    body = data[:-4]
+    return body + struct.pack("<I", zlib.crc32(body))
 
 
 def _arrays(rng):
@@ -66,7 +76,7 @@ def test_round_trip_of_every_value_type(rng):
     ]
     arrays = [(f"a{n}", FieldType.ARRAY, a, enc) for n, (a, enc) in enumerate(_arrays(rng))]
     data = pack_record(7, 300, [(n, encode_value(t, v)) for n, t, v, _ in scalars] + [(n, encode_value(t, a, e)) for n, t, a, e in arrays])
-    assert read_prefix(data) == (7, 300, len(scalars) + len(arrays))
+    assert read_prefix(data) == (7, 300, len(scalars) + len(arrays), 2)
     record = unpack_record(data)
     assert (record.kind_tag, record.schema_version) == (7, 300)
     assert list(record.fields) == [s[0] for s in scalars] + [a[0] for a in arrays]  # stored order
@@ -100,7 +110,7 @@ def test_round_trip_of_every_value_type(rng):
 
 def test_byte_layout(rng):
     data = _pack([("s", FieldType.STR, "ab"), ("i", FieldType.INT, -2), ("b", FieldType.BOOL, True), ("x", FieldType.STR, None)])
-    assert data == (
+    assert (
         MAGIC
         + bytes([CONTAINER_VERSION, 7])
         + struct.pack("<HH", 300, 4)
@@ -108,7 +118,8 @@ def test_byte_layout(rng):
         + b"\x01i" + b"\x02" + struct.pack("<q", -2)
         + b"\x01b" + b"\x03\x01"
         + b"\x01x" + b"\x00"
-    )  # fmt: skip
+    ) == data[:-4]  # fmt: skip
+    assert data[-4:] == struct.pack("<I", zlib.crc32(data[:-4]))
     blobs = b"".join(encode_value(FieldType.BLOBS, [b"xy", b"z"]))
     assert blobs == b"\x04" + struct.pack("<III", 2, 2, 1) + b"xyz"
     raw = b"".join(encode_value(FieldType.ARRAY, np.array([[1, -2]], np.int32)))
@@ -120,7 +131,7 @@ def test_byte_layout(rng):
     assert b"".join(empty) == bytes([5, 4, 0, 2]) + struct.pack("<III", 2, 0, 0)
     # The dict is JSON with sorted keys; a single bytes object is accepted as an encoded value.
     d = pack_record(1, 1, [("d", b"".join(encode_value(FieldType.DICT, {"b": 1, "a": 2})))])
-    assert d.endswith(b'{"a": 2, "b": 1}')
+    assert d[:-4].endswith(b'{"a": 2, "b": 1}')
 
 
 def test_compressed_arrays_are_smaller():
@@ -158,8 +169,8 @@ def test_bad_prefix():
     with pytest.raises(NotAContainerError, match=r"not an F3RC container \(magic b'PK\\x03\\x04'") as info:
         unpack_record(b"PK\x03\x04" + data[4:])
     assert info.value.magic == b"PK\x03\x04" and isinstance(info.value, ContainerError) and isinstance(info.value, ValueError)
-    with pytest.raises(ContainerError, match="container version 2, this reader knows version 1"):
-        unpack_record(data[:4] + b"\x02" + data[5:])
+    with pytest.raises(ContainerError, match=r"container version 3, this reader knows versions \(1, 2\)"):
+        unpack_record(data[:4] + b"\x03" + data[5:])
 
 
 def test_truncated_and_corrupt_data_raise_container_error(rng):
@@ -170,24 +181,24 @@ def test_truncated_and_corrupt_data_raise_container_error(rng):
         with pytest.raises(ContainerError):
             unpack_record(data[:cut])
     with pytest.raises(ContainerError, match="3 trailing bytes after the last field") as info:
-        unpack_record(data + b"xyz")
+        unpack_record(_reseal(data[:-4] + b"xyz" + data[-4:]))
     assert info.value.field is None
     # A flipped type code, an unknown dtype code, corrupt zstd data: errors name the field.
     one = _pack([("m", FieldType.ARRAY, rng.random((40, 40)) < 0.5, ArrayEncoding.BITS_ZSTD)])
     type_at = 10 + 2
     with pytest.raises(ContainerError, match="field 'm': unknown type code 9") as info:
-        unpack_record(one[:type_at] + b"\x09" + one[type_at + 1 :])
+        unpack_record(_reseal(one[:type_at] + b"\x09" + one[type_at + 1 :]))
     assert info.value.field == "m"
     with pytest.raises(ContainerError, match="field 'm': unknown array dtype code 8"):
-        unpack_record(one[: type_at + 1] + b"\x08" + one[type_at + 2 :])
+        unpack_record(_reseal(one[: type_at + 1] + b"\x08" + one[type_at + 2 :]))
     with pytest.raises(ContainerError, match="field 'm': corrupt zstd data"):
-        unpack_record(one[:28] + bytes(4) + one[32:])  # the zstd frame starts at 28
+        unpack_record(_reseal(one[:28] + bytes(4) + one[32:]))  # the zstd frame starts at 28
     with pytest.raises(ContainerError, match="field 'm': bit-packed array of dtype uint8"):
-        unpack_record(one[: type_at + 1] + b"\x02" + one[type_at + 2 :])
+        unpack_record(_reseal(one[: type_at + 1] + b"\x02" + one[type_at + 2 :]))
     with pytest.raises(ContainerError, match="near field 'd'"):  # invalid JSON
-        unpack_record(data.replace(b'{"k": [1]}', b'{"k": [1}}'))
+        unpack_record(_reseal(data.replace(b'{"k": [1]}', b'{"k": [1}}')))
     with pytest.raises(ContainerError, match="field 'd': DICT value is a JSON list"):
-        unpack_record(data.replace(b'{"k": [1]}', b'[1, 2, 34]'))
+        unpack_record(_reseal(data.replace(b'{"k": [1]}', b'[1, 2, 34]')))
     with pytest.raises(ContainerError, match="field 'x': stored twice"):
         unpack_record(_pack([("x", FieldType.INT, 1), ("x", FieldType.INT, 2)]))
     assert [v for _, _, v in iter_fields(_pack([("x", FieldType.INT, 1), ("x", FieldType.INT, 2)]))] == [1, 2]
@@ -225,3 +236,40 @@ def test_unpackable_records():
         pack_record(256, 1, [])
     with pytest.raises(ContainerError, match="out of range"):
         pack_record(1, 2**16, [])
+
+
+def test_every_flipped_byte_and_truncation_is_a_checksum_error(rng):
+    """Version 2: a record damaged anywhere (header, names, payloads, the CRC itself) is refused
+    before parsing; CRC-32 (zlib, checked here against the independent binascii.crc32)."""
+    import binascii
+
+    fields = [("s", FieldType.STR, "text"), ("b", FieldType.BLOBS, [b"12345", b"678"])]
+    fields += [(f"a{n}", FieldType.ARRAY, a, enc) for n, (a, enc) in enumerate(_arrays(rng)[::4])]
+    data = _pack(fields)
+    assert read_prefix(data).container_version == CONTAINER_VERSION == 2
+    assert struct.unpack("<I", data[-4:])[0] == binascii.crc32(data[:-4]) and verify_checksum(data)
+    for at in range(len(data)):
+        for flip in (0x01, 0x80, 0xFF):
+            bad = bytearray(data)
+            bad[at] ^= flip
+            try:
+                unpack_record(bytes(bad))
+            except ChecksumError as err:
+                assert "checksum mismatch" in str(err)
+            except ContainerError as err:  # the prefix itself (magic, version) is checked first
+                assert at < 5, (at, err)
+            else:
+                raise AssertionError(f"flipping byte {at} with {flip:#x} went unnoticed")
+    for cut in range(10, len(data)):  # (shorter than the prefix: "truncated record", a ContainerError)
+        with pytest.raises(ChecksumError):
+            unpack_record(data[:cut])
+
+
+def test_version_1_records_are_still_read_unverified(rng):
+    fields = [("s", FieldType.STR, "x"), ("a", FieldType.ARRAY, rng.random((3, 4)).astype(np.float32), ArrayEncoding.SHUFFLED_ZSTD)]
+    v1 = pack_record(7, 300, [(n, encode_value(*rest)) for n, *rest in fields], container_version=1)
+    v2 = _pack(fields)
+    assert v1 == v2[:4] + b"\x01" + v2[5:-4]  # the same bytes, without the checksum
+    assert read_prefix(v1).container_version == 1 and verify_checksum(v1) is False
+    got, want = unpack_record(v1).fields, unpack_record(v2).fields
+    assert got["s"] == want["s"] and np.array_equal(got["a"][1], want["a"][1])

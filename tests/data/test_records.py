@@ -1,6 +1,7 @@
 """Clip records: round trips of both kinds, lazy decoding, and schema errors naming the field."""
 
 import dataclasses
+import zlib
 
 import cv2
 import numpy as np
@@ -229,13 +230,18 @@ def test_decoding_is_lazy(rng, monkeypatch):
 # --- errors -----------------------------------------------------------------------------------
 
 
+def _reseal(data: bytes) -> bytes:
+    body = data[:-4]
+    return body + zlib.crc32(body).to_bytes(4, "little")
+
+
 def test_schema_version_mismatch_and_bad_headers(rng):
     data = encode_record(_unlabeled(rng)[0])
-    newer = data[:6] + (SCHEMA_VERSION["unlabeled"] + 1).to_bytes(2, "little") + data[8:]
+    newer = _reseal(data[:6] + (SCHEMA_VERSION["unlabeled"] + 1).to_bytes(2, "little") + data[8:])
     with pytest.raises(RecordSchemaError, match="unlabeled record has schema version 2, this reader supports version 1"):
         decode_record(newer)
     with pytest.raises(RecordSchemaError, match="unknown record kind tag 9"):
-        decode_record(data[:5] + bytes([9]) + data[6:])
+        decode_record(_reseal(data[:5] + bytes([9]) + data[6:]))
     with pytest.raises(RecordSchemaError, match="container version 3"):
         decode_record(data[:4] + bytes([3]) + data[5:])
     with pytest.raises(RecordSchemaError, match="not a clip record"):
@@ -244,7 +250,7 @@ def test_schema_version_mismatch_and_bad_headers(rng):
         with pytest.raises(RecordSchemaError):
             decode_record(data[:cut])
     with pytest.raises(RecordSchemaError, match="trailing"):
-        decode_record(data + b"\0")
+        decode_record(_reseal(data[:-4] + b"\0" + data[-4:]))
 
 
 def _pack_fields(clip, drop=(), replace=None):

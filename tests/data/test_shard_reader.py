@@ -67,7 +67,7 @@ def test_dataset_shards_and_open_source(datasets):
     direct reader for them with the same bytes as ArrayRecord's reader."""
     for kind in ("labeled", "unlabeled"):
         direct, official = open_source(datasets[kind]), open_source(datasets[kind], direct=False)
-        assert isinstance(direct.records, DirectShardSource)
+        assert isinstance(direct.records.records, DirectShardSource) and direct.records.verify
         assert len(direct) == len(official)
         assert all(bytes(direct[k]) == official[k] for k in range(len(direct)))
         for name in os.listdir(datasets[kind]):
@@ -90,7 +90,7 @@ def test_other_layouts_are_refused_and_open_source_falls_back(tmp_path, datasets
     os.remove(shard)
     _write(shard, originals, "group_size:1")
     src = open_source(str(ds))
-    assert not isinstance(src.records, DirectShardSource)
+    assert not isinstance(src.records.records, DirectShardSource)
     assert [src[k] for k in range(len(src))] == originals
 
 

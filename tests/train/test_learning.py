@@ -50,7 +50,7 @@ def test_stage1_on_unlabeled_then_stage2_lower_flow_and_rotation_error(train_dat
     assert after2["flow_epe"] < 0.8 * before["flow_epe"], (before, after2)
     assert after2["rot_err_deg"] < 0.6 * before["rot_err_deg"], (before, after2)
     m = r2["metrics"]
-    assert np.isfinite(m["loss/total"]) and m["count/skipped_steps"] == 0
+    assert np.isfinite(m["loss/total"]) and m["count/skipped_steps"] == 0 and m["input/skipped_records"] == 0
     assert m["perf/flops_per_step_per_device"] > 0 and m["perf/samples_per_s"] > 0
 
 
