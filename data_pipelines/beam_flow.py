@@ -20,6 +20,11 @@ sidecars. Beam's own retries re-run the same deterministic steps, which rewrite 
 Only the small (shard, id) pairs go through the shuffle, never the records. `OUT` must be visible
 to every worker (a bucket, or a shared file system); results are staged there.
 
+The configuration is checked (option ranges, the teacher) before any input is looked at, exactly
+as by `make_dataset`; exit status as there: 0 written, 1 every input failed (reasons summarized),
+2 a usage / configuration / output directory error. `--retry_failed` processes again the inputs
+that failed in an earlier run into the same directory.
+
 `--simulate_crash_after N` and `--simulate_slow_input S` (tests only) make processing raise once N
 inputs are staged, and sleep S seconds before each input (so that a test can kill the process
 mid-run).
@@ -34,10 +39,11 @@ import time
 
 from data_pipelines.dataset_writer import DatasetWriter, PlanMismatchError, default_num_shards
 from data_pipelines.inputs import Input, discover_inputs
-from data_pipelines.make_dataset import add_pipeline_args, pipeline_config_from_args
-from data_pipelines.process import PipelineConfig, process_video
+from data_pipelines.make_dataset import EXIT_USAGE, add_output_args, add_pipeline_args, check_output_args, pipeline_config_from_args, report
+from data_pipelines.process import ConfigError, PipelineConfig, check_teacher, process_video
+from flow3r_jax.cli import ArgumentParser
 
-__all__ = ["main", "build_pipeline", "SimulatedCrash"]
+__all__ = ["main", "build_parser", "build_pipeline", "SimulatedCrash"]
 
 log = logging.getLogger("data_pipelines.beam_flow")
 
@@ -102,15 +108,20 @@ def build_pipeline(pipeline, writer: DatasetWriter, assignment: dict, cfg: Pipel
     )
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m data_pipelines.beam_flow", description=__doc__.split("\n\n")[0])
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(module="data_pipelines.beam_flow", description=__doc__.split("\n\n")[0],
+                       epilog="Options not listed here go to Beam (PipelineOptions: --runner, --project, ...).")
     p.add_argument("--input_glob", nargs="+", required=True, help="globs / files / directories of videos or image folders")
-    p.add_argument("--output_dir", required=True)
-    p.add_argument("--overwrite", action="store_true", help="discard a previous (partial) run in --output_dir")
+    add_output_args(p)
     p.add_argument("--simulate_crash_after", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--simulate_slow_input", type=float, default=0.0, help=argparse.SUPPRESS)
     add_pipeline_args(p)
-    return p.parse_known_args(argv)
+    return p
+
+
+def parse_args(argv=None):
+    """(our options, the rest: Beam's PipelineOptions)."""
+    return build_parser().parse_known_args(argv)
 
 
 def main(argv=None) -> int:
@@ -120,30 +131,32 @@ def main(argv=None) -> int:
         from apache_beam.options.pipeline_options import PipelineOptions
     except ImportError:
         print("error: apache-beam is not installed (pip install -e '.[beam]')", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     start = time.perf_counter()
-    try:
+    try:  # the whole configuration first: nothing is read before it is valid
+        check_output_args(args)
         cfg = pipeline_config_from_args(args)
+        check_teacher(cfg)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
         inputs = discover_inputs(args.input_glob, args.input_kind)
         shards = args.num_shards or default_num_shards(len(inputs), args.inputs_per_shard)
         writer = DatasetWriter(args.output_dir, args.name or "flow3r_videos", "unlabeled", cfg.to_dict(), shards)
-        assignment = writer.prepare(inputs, overwrite=args.overwrite)
+        assignment = writer.prepare(inputs, overwrite=args.overwrite, retry_failed=args.retry_failed)
     except (ValueError, PlanMismatchError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     pending = writer.pending_shards()
-    print(f"{len(inputs)} inputs in {shards} shard(s); {len(pending)} shard(s) to write", file=sys.stderr)
+    failed_before = writer.previous_failures(assignment)
+    note = f"; {failed_before} input(s) failed in an earlier run and stay failed (--retry_failed retries them)" if failed_before else ""
+    print(f"{len(inputs)} inputs in {shards} shard(s); {len(pending)} shard(s) to write{note}", file=sys.stderr)
     if pending:
         with beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
             build_pipeline(pipeline, writer, assignment, cfg, args.simulate_crash_after, args.simulate_slow_input)
     manifest = writer.finalize(assignment)
-    c = manifest["counts"]
-    print(
-        f"{args.output_dir}: {c['written']} written, {c['failed']} failed of {c['inputs']} inputs, "
-        f"{manifest['bytes'] / 1e6:.1f} MB in {len(manifest['shards'])} shard(s), {time.perf_counter() - start:.1f} s",
-        file=sys.stderr,
-    )
-    return 0
+    return report(manifest, args.output_dir, time.perf_counter() - start)
 
 
 if __name__ == "__main__":

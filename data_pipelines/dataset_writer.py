@@ -12,7 +12,8 @@ Design (why a crash never leaves duplicates or gaps, and a rerun ends with the s
 1. **Fixed assignment.** An input's shard is sha256(id) mod `num_shards`; the id is the input's
    path relative to its root (`inputs.py`), so the same inputs always land in the same shards.
    `plan.json` pins name, config, shard count and a fingerprint of the sorted ids; a rerun with
-   anything different is refused (use a new directory or `overwrite`).
+   anything different is refused (use a new directory or `overwrite`) once anything was staged
+   or written under the plan (a plan under which nothing was done is simply replaced).
 2. **Per-input staging.** Each processed input is staged as `<hash>.rec` (the record) then
    `<hash>.json` (result + failure; written last, so it marks the input done), each atomically.
    A rerun skips staged inputs: finished videos are never recomputed.
@@ -23,6 +24,16 @@ Design (why a crash never leaves duplicates or gaps, and a rerun ends with the s
 4. **Finalize.** When every shard is committed the manifest is rebuilt from the sidecars alone
    (sorted, no timestamps: deterministic), checked (inputs = written + failed), and written
    last, with the TFDS metadata.
+5. **A directory without a plan.** Dataset files (shards of any name, manifest, TFDS metadata)
+   in a directory with no `_work/plan.json` (a finished dataset whose `_work/` was deleted) are
+   never written over or resumed into (that would mix two datasets' shards under the old
+   manifest): `prepare` raises `ExistingDatasetError` unless `overwrite`, which deletes the
+   dataset files first (and only them: other files in the directory are kept).
+6. **Retrying failures.** A failed input stays done (rerunning skips it) unless `prepare` is
+   asked to `retry_failed`: a staged failure's JSON is removed, and a committed shard holding
+   failures is reopened: the manifest is removed, the shard's good records are staged again
+   from its file (not recomputed) and its sidecar removed, so the next commit rewrites the shard
+   with the retried inputs, as if they had never failed.
 
 Because every record is a deterministic function of (input, config) and every file appears
 atomically, any interleaving of crashes and reruns ends with identical files.
@@ -34,13 +45,15 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
+import tempfile
 
 from etils import epath
 
-from data_pipelines.shards import SHARD_OPTIONS, atomic_write_bytes, check_name, shard_filename, write_shard
+from data_pipelines.shards import SHARD_OPTIONS, SPLIT, atomic_write_bytes, check_name, shard_filename, write_shard
 
-__all__ = ["DatasetWriter", "PlanMismatchError", "IncompleteShardError", "stable_shard", "default_num_shards", "MANIFEST_VERSION"]
+__all__ = ["DatasetWriter", "PlanMismatchError", "ExistingDatasetError", "is_dataset_file", "IncompleteShardError", "stable_shard", "default_num_shards", "MANIFEST_VERSION"]
 
 MANIFEST_VERSION = 1
 WORK = "_work"
@@ -48,6 +61,10 @@ WORK = "_work"
 
 class PlanMismatchError(RuntimeError):
     """The output directory holds a partial run made from other inputs or settings."""
+
+
+class ExistingDatasetError(PlanMismatchError):
+    """The output directory holds dataset files but no plan: resuming into it would mix datasets."""
 
 
 class IncompleteShardError(RuntimeError):
@@ -69,6 +86,45 @@ def _digest(key: str) -> str:
 
 def _write_json(path: epath.Path, obj) -> None:
     atomic_write_bytes(os.fspath(path), (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+
+
+METADATA_FILES = ("manifest.json", "dataset_info.json", "features.json")
+_SHARD_FILE = re.compile(rf"^[a-z][a-z0-9_]*-{SPLIT}\.array_record-\d{{5}}-of-\d{{5}}(\.tmp-.*)?$")
+
+
+def is_dataset_file(name: str) -> bool:
+    """Whether a top-level file name of a dataset directory belongs to a dataset (of any name):
+    the work directory, the manifest and TFDS metadata, shard files and their temporary files."""
+    return name == WORK or name in METADATA_FILES or bool(_SHARD_FILE.match(name))
+
+
+def _shard_records(path: epath.Path):
+    """The records of a shard file, one at a time (a shard can be larger than memory)."""
+    from array_record.python.array_record_module import ArrayRecordReader
+
+    tmp = None
+    local = os.fspath(path)
+    if "://" in local:  # ArrayRecord reads local files: copy a remote shard first
+        fd, tmp = tempfile.mkstemp(prefix="flow3r_shard_")
+        with os.fdopen(fd, "wb") as f, path.open("rb") as src:
+            shutil.copyfileobj(src, f)
+        local = tmp
+    reader = ArrayRecordReader(local, "readahead_buffer_size:0,max_parallelism:0")
+    try:
+        for i in range(int(reader.num_records())):
+            yield reader.read([i])[0]
+    finally:
+        reader.close()
+        if tmp is not None:
+            os.unlink(tmp)
+
+
+def _record_teacher(record: bytes):
+    from flow3r_jax.data.records import decode_record
+
+    rec = decode_record(record)
+    name = getattr(rec, "teacher_name", None)
+    return None if name is None else {"name": str(name), "version": str(rec.teacher_version)}
 
 
 def _rmtree(path: epath.Path) -> None:
@@ -146,8 +202,12 @@ class DatasetWriter:
             "schema_versions": _schema_versions(),  # a resume never mixes record formats
         }
 
-    def prepare(self, inputs, overwrite: bool = False) -> dict[int, list]:
-        """Checks (or starts) the plan of the directory and returns the shard assignment."""
+    def prepare(self, inputs, overwrite: bool = False, retry_failed: bool = False) -> dict[int, list]:
+        """Checks (or starts) the plan of the directory and returns the shard assignment.
+
+        Raises PlanMismatchError when the directory's plan differs, ExistingDatasetError when it
+        holds dataset files but no plan (unless `overwrite`, which deletes them first).
+        `retry_failed` makes the inputs that failed in an earlier run unprocessed again."""
         keys = [i.key for i in inputs]
         if len(set(keys)) != len(keys):
             dup = sorted({k for k in keys if keys.count(k) > 1})[:5]
@@ -158,26 +218,126 @@ class DatasetWriter:
             self._wipe()
         if plan_path.exists():
             old = json.loads(plan_path.read_text())
-            if old != plan:
+            if old != plan and not self._has_work():  # nothing was done under the old plan: nothing to mix
+                _write_json(plan_path, plan)
+            elif old != plan:
                 diff = sorted(k for k in set(old) | set(plan) if old.get(k) != plan.get(k))
                 raise PlanMismatchError(
                     f"{self.output_dir} holds a run with different {diff}; resume with the same inputs and "
                     "options, or choose a new output directory (or overwrite)"
                 )
         else:
+            found = self._dataset_files()
+            if found:
+                raise ExistingDatasetError(
+                    f"{self.output_dir} already holds a dataset ({self._describe(found)}) but no {WORK}/plan.json "
+                    f"saying how it was made (was {WORK}/ deleted after it finished?): writing into it would mix "
+                    "two datasets' shards under the old manifest. Pass --overwrite to delete that dataset's files "
+                    "and write a new one, or choose another output directory"
+                )
             self.work.mkdir(parents=True, exist_ok=True)
             _write_json(plan_path, plan)
         for leftover in self.root.glob("*.tmp-*"):  # temp files of a killed run (never renamed)
             leftover.unlink()
-        return self.assign(inputs)
+        assignment = self.assign(inputs)
+        if retry_failed:
+            self.reopen_failures(assignment)
+        return assignment
+
+    def _has_work(self) -> bool:
+        """Whether anything was produced under the directory's plan (a staged result, a shard)."""
+        staging = self.work / "staging"
+        return any(self.work.glob("shard-*.json")) or (staging.exists() and any(staging.glob("*/*.json"))) or any(
+            _SHARD_FILE.match(f.name) and ".tmp-" not in f.name for f in self.root.iterdir())
+
+    def _dataset_files(self) -> list[str]:
+        if not self.root.exists():
+            return []
+        return sorted(f.name for f in self.root.iterdir()
+                      if is_dataset_file(f.name) and ".tmp-" not in f.name and (f.name != WORK or any(f.iterdir())))
+
+    def _describe(self, found: list[str]) -> str:
+        parts = []
+        manifest = self.root / "manifest.json"
+        if "manifest.json" in found:
+            try:
+                m = json.loads(manifest.read_text())
+                c = m["counts"]
+                parts.append(f"manifest.json of {m['name']!r}: {c['written']} written, {c['failed']} failed of {c['inputs']} inputs")
+            except (ValueError, KeyError, TypeError):
+                parts.append("an unreadable manifest.json")
+        shards = [f for f in found if _SHARD_FILE.match(f)]
+        if shards:
+            parts.append(f"{len(shards)} shard file(s): {', '.join(shards[:3])}{', ...' if len(shards) > 3 else ''}")
+        parts += [f for f in found if f in METADATA_FILES[1:]] + ([f"{WORK}/ without plan.json"] if WORK in found else [])
+        return "; ".join(parts)
 
     def _wipe(self) -> None:
+        """Deletes the dataset files of the directory (of whatever dataset name), nothing else."""
         for f in list(self.root.iterdir()):
-            if f.name == WORK or f.name in ("manifest.json", "dataset_info.json", "features.json") or f.name.startswith(f"{self.name}-"):
+            if is_dataset_file(f.name):
                 if f.is_dir():
                     _rmtree(f)
                 else:
                     f.unlink()
+
+    def previous_failures(self, assignment: dict[int, list]) -> int:
+        """How many inputs are done with a failure (committed in a shard, or staged)."""
+        n = 0
+        for s in range(self.num_shards):
+            if self.is_committed(s):
+                n += len(json.loads(self._sidecar(s).read_text())["failures"])
+            else:
+                for inp in assignment.get(s, []):
+                    path = self._staged(s, inp.key, "json")
+                    if path.exists() and not json.loads(path.read_text())["ok"]:
+                        n += 1
+        return n
+
+    def reopen_failures(self, assignment: dict[int, list]) -> int:
+        """Makes every input that failed in an earlier run unprocessed again; returns how many.
+
+        A staged failure loses its JSON. A committed shard holding failures is reopened: its good
+        records are staged again from the shard file (read, not recomputed), then its sidecar is
+        removed (if this is interrupted in between, the shard is still committed and a rerun with
+        `retry_failed` starts again). The manifest is removed first: until the next finalize the
+        directory is an unfinished dataset."""
+        n = 0
+        for s in range(self.num_shards):
+            if self.is_committed(s):
+                sidecar = json.loads(self._sidecar(s).read_text())
+                if sidecar["failures"]:
+                    self._remove_manifest()
+                    self._reopen(s, sidecar, {i.key: i.path for i in assignment.get(s, [])})
+                    n += len(sidecar["failures"])
+                continue
+            for inp in assignment.get(s, []):
+                path = self._staged(s, inp.key, "json")
+                if path.exists() and not json.loads(path.read_text())["ok"]:
+                    self._remove_manifest()
+                    path.unlink()
+                    n += 1
+        return n
+
+    def _remove_manifest(self) -> None:
+        manifest = self.root / "manifest.json"
+        if manifest.exists():
+            manifest.unlink()
+
+    def _reopen(self, shard: int, sidecar: dict, paths: dict) -> None:
+        folder = self.work / "staging" / f"{shard:05d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        teachers = sidecar["teachers"]
+        count = 0
+        for key, record in zip(sidecar["keys"], _shard_records(self.root / sidecar["file"])):
+            count += 1
+            atomic_write_bytes(os.fspath(self._staged(shard, key, "rec")), record)
+            teacher = teachers[0] if len(teachers) == 1 else (_record_teacher(record) if teachers else None)
+            meta = {"input": paths.get(key, key), "key": key, "ok": True, "record_bytes": len(record), "failure": None, "teacher": teacher, "timings": {}}
+            _write_json(self._staged(shard, key, "json"), meta)
+        if count != len(sidecar["keys"]):
+            raise RuntimeError(f"{self.output_dir}: shard {sidecar['file']} holds {count} records, its sidecar lists {len(sidecar['keys'])}")
+        self._sidecar(shard).unlink()
 
     # -- per input ---------------------------------------------------------------------------
     def is_committed(self, shard: int) -> bool:

@@ -14,18 +14,24 @@ them is the teacher's business; nothing is downloaded here) and registering a fa
     register_teacher("raft", lambda weights, **kw: MyRaftTeacher(weights, **kw))
     teacher = get_teacher("raft", weights="/path/to/raft-things.pth")
 
+`check_teacher_args(name, **kwargs)` refuses an unknown name or arguments the factory does not
+take without building the teacher (so a run can check its configuration before touching any
+input, even when building the teacher means loading weights); a factory can register a cheap
+`check` of its argument values too (DIS checks its preset).
+
 Teachers are batched so that accelerator-backed ones can fill a device; DIS simply loops.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Callable, Protocol
 
 import cv2
 import numpy as np
 
-__all__ = ["TeacherOutput", "FlowTeacher", "DISTeacher", "TeacherError", "register_teacher", "get_teacher", "compute_pair_flows"]
+__all__ = ["TeacherOutput", "FlowTeacher", "DISTeacher", "TeacherError", "register_teacher", "get_teacher", "check_teacher_args", "compute_pair_flows"]
 
 
 class TeacherError(RuntimeError):
@@ -71,34 +77,73 @@ class DISTeacher:
         self.preset = preset
         self.version = f"opencv-{cv2.__version__}-{preset}"
         self._dis = None
+        self._finest = None
 
     def __getstate__(self):  # picklable for multiprocessing / Beam workers
-        return {"preset": self.preset, "version": self.version, "_dis": None}
+        return {"preset": self.preset, "version": self.version, "_dis": None, "_finest": None}
 
     def __call__(self, src: np.ndarray, dst: np.ndarray) -> TeacherOutput:
         _check_batch(src, dst)
         if self._dis is None:
             self._dis = cv2.DISOpticalFlow_create(_DIS_PRESETS[self.preset])
+            self._finest = self._dis.getFinestScale()
         out = np.empty(src.shape[:3] + (2,), np.float32)
         for b in range(src.shape[0]):
             g0 = cv2.cvtColor(src[b], cv2.COLOR_RGB2GRAY)
             g1 = cv2.cvtColor(dst[b], cv2.COLOR_RGB2GRAY)
+            # OpenCV lowers the object's finest scale for a small image and keeps it lowered:
+            # reset it, so a flow never depends on what this object computed before.
+            self._dis.setFinestScale(self._finest)
             out[b] = self._dis.calc(g0, g1, None)
         return TeacherOutput(out)
 
 
 _REGISTRY: dict[str, Callable[..., FlowTeacher]] = {"dis": DISTeacher}
+_CHECKS: dict[str, Callable[..., object]] = {"dis": DISTeacher}  # building DIS is cheap: it is its own check
 
 
-def register_teacher(name: str, factory: Callable[..., FlowTeacher]) -> None:
-    """Makes `get_teacher(name, **kwargs)` build a teacher with `factory(**kwargs)`."""
+def register_teacher(name: str, factory: Callable[..., FlowTeacher], check: Callable[..., object] | None = None) -> None:
+    """Makes `get_teacher(name, **kwargs)` build a teacher with `factory(**kwargs)`.
+
+    `check(**kwargs)`, if given, must raise ValueError for argument values the factory would
+    refuse, cheaply (no weights loaded); `check_teacher_args` calls it."""
     _REGISTRY[name] = factory
+    if check is None:
+        _CHECKS.pop(name, None)
+    else:
+        _CHECKS[name] = check
+
+
+def _unknown(name: str) -> ValueError:
+    return ValueError(f"unknown flow teacher {name!r}; registered: {sorted(_REGISTRY)} (see register_teacher)")
 
 
 def get_teacher(name: str = "dis", **kwargs) -> FlowTeacher:
     if name not in _REGISTRY:
-        raise ValueError(f"unknown flow teacher {name!r}; registered: {sorted(_REGISTRY)} (see register_teacher)")
+        raise _unknown(name)
     return _REGISTRY[name](**kwargs)
+
+
+def check_teacher_args(name: str, **kwargs) -> None:
+    """Raises ValueError when `get_teacher(name, **kwargs)` would be refused for its name or its
+    arguments: an unregistered name, an argument the factory does not take or a required one
+    missing (from the factory's signature), or a value its registered `check` refuses."""
+    if name not in _REGISTRY:
+        raise _unknown(name)
+    factory = _REGISTRY[name]
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):  # a builtin without a signature: nothing to check here
+        sig = None
+    if sig is not None:
+        try:
+            sig.bind(**kwargs)
+        except TypeError as err:
+            takes = [p.name for p in sig.parameters.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+            raise ValueError(f"flow teacher {name!r} does not accept the arguments {kwargs}: {err} (it takes {takes})") from None
+    check = _CHECKS.get(name)
+    if check is not None:
+        check(**kwargs)
 
 
 def compute_pair_flows(teacher: FlowTeacher, frames: np.ndarray, pairs: np.ndarray, batch_size: int = 8, out: np.ndarray | None = None) -> TeacherOutput:

@@ -22,7 +22,7 @@ import glob
 import os
 from typing import NamedTuple
 
-from flow3r_jax.data.frames import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from flow3r_jax.data.frames import VIDEO_EXTENSIONS, FrameReadError, list_images
 
 __all__ = ["Input", "discover_inputs"]
 
@@ -34,15 +34,20 @@ class Input(NamedTuple):
     key: str  # its id: the record's video_id and the key of its shard
 
 
-def _has_images(folder: str, names: list[str]) -> bool:
-    return any(n.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, n)) for n in names)
+def _has_images(folder: str) -> bool:
+    """Whether `folder` is an image folder: the project's frame reader (`list_images`, which also
+    fixes the frame order) finds images in it, so discovery and reading agree."""
+    try:
+        return any(os.path.isfile(p) for p in list_images(folder))
+    except FrameReadError:
+        return False
 
 
 def _search(root: str, kind: str) -> list[str]:
     found = []
     for folder, dirs, files in os.walk(root):
         dirs.sort()
-        if kind in ("auto", "folder") and _has_images(folder, files):
+        if kind in ("auto", "folder") and _has_images(folder):
             found.append(folder)
         if kind in ("auto", "video"):
             found.extend(os.path.join(folder, f) for f in sorted(files) if f.lower().endswith(VIDEO_EXTENSIONS))
@@ -80,7 +85,7 @@ def discover_inputs(specs, kind: str = "auto") -> list[Input]:
         if any(c in spec for c in "*?["):
             root = _glob_root(spec)
             paths = sorted(glob.glob(spec, recursive=True))
-        elif os.path.isdir(spec) and (kind == "video" or not _has_images(spec, os.listdir(spec))):
+        elif os.path.isdir(spec) and (kind == "video" or not _has_images(spec)):
             root, paths = spec, _search(spec, kind)
         elif os.path.exists(spec):
             singles.append(spec)

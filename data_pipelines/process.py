@@ -10,7 +10,12 @@
 
 It never raises for a bad input: the result carries either the record or a failure
 {input, stage, error_type, message}, stage one of read / teacher / covisibility / tracks /
-encode (render / encode for synthetic scenes). `process_synthetic_scene(scene_cfg, seed)` renders a synthetic scene and encodes it as a
+encode (render / encode for synthetic scenes). A bad *configuration* is not an input's failure:
+`PipelineConfig` refuses out-of-range values, `check_teacher(cfg)` an unknown teacher, a
+`teacher_module` that cannot be imported or teacher arguments the teacher does not take, each
+with `ConfigError` naming the command-line option and what it allows; a runner calls both before
+touching any input, and `process_video` raises `ConfigError` (instead of recording a failure of
+every input) if the teacher still cannot be built. `process_synthetic_scene(scene_cfg, seed)` renders a synthetic scene and encodes it as a
 `LabeledClip` (exact depth, poses, intrinsics, flow and covisibility).
 """
 
@@ -29,13 +34,43 @@ import traceback
 import numpy as np
 
 from data_pipelines.covisibility import ALPHA, BETA, covisibility_masks
-from data_pipelines.flow_teacher import compute_pair_flows, get_teacher
-from data_pipelines.ingest import IngestConfig, sample_clip
+from data_pipelines.flow_teacher import check_teacher_args, compute_pair_flows, get_teacher
+from data_pipelines.ingest import SAMPLING, IngestConfig, sample_clip
 from data_pipelines.tracks import compute_tracks
 
-__all__ = ["PipelineConfig", "ProcessResult", "make_pairs", "process_video", "process_synthetic_scene", "failure"]
+__all__ = ["ConfigError", "check_range", "check_teacher", "PipelineConfig", "ProcessResult", "make_pairs", "process_video", "process_synthetic_scene", "failure"]
 
 STAGES = ("read", "teacher", "covisibility", "tracks", "encode")
+
+
+class ConfigError(ValueError):
+    """A setting is invalid: the message names the command-line option and what it allows.
+
+    Raised before any input is read; never recorded as a failure of an input."""
+
+
+def check_range(option: str, value, lo=None, hi=None, integer: bool = True, lo_open: bool = False):
+    """`value` if it is an integer (a number if not `integer`) within [lo, hi] (lo excluded when
+    `lo_open`; None: unbounded), else ConfigError naming `option` ("--jpeg_quality") and the range."""
+    if integer:
+        kind, ok = "an integer", isinstance(value, int) and not isinstance(value, bool)
+    else:
+        kind, ok = "a number", isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    if lo is not None and hi is not None:
+        allowed = f"{kind} in {lo}..{hi}"
+    elif lo is not None:
+        allowed = f"{kind} {'>' if lo_open else '>='} {lo}"
+    elif hi is not None:
+        allowed = f"{kind} <= {hi}"
+    else:
+        allowed = kind
+    if ok and lo is not None:
+        ok = value > lo if lo_open else value >= lo
+    if ok and hi is not None:
+        ok = value <= hi
+    if not ok:
+        raise ConfigError(f"{option} must be {allowed}, got {value!r}")
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,12 +95,31 @@ class PipelineConfig:
     flow_level: int = 1  # zstd level of the flow codec (level 3: ~25% slower to encode, no smaller on teacher flows; the default 9: several times slower)
 
     def __post_init__(self):
-        object.__setattr__(self, "offsets", tuple(int(o) for o in self.offsets))
-        object.__setattr__(self, "teacher_kwargs", tuple((str(k), v) for k, v in dict(self.teacher_kwargs).items()))
+        """Checks every field; ConfigError names the command-line option of the bad one."""
+        try:
+            object.__setattr__(self, "offsets", tuple(int(o) for o in self.offsets))
+            object.__setattr__(self, "teacher_kwargs", tuple((str(k), v) for k, v in dict(self.teacher_kwargs).items()))
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"--offsets / --teacher_arg: malformed value ({err})") from None
+        check_range("--frames", self.frames, 2)
         if not self.offsets or min(self.offsets) < 1:
-            raise ValueError(f"PipelineConfig.offsets: need positive integers, got {self.offsets!r}")
+            raise ConfigError(f"--offsets must be positive integers, got {','.join(map(str, self.offsets)) or 'none'}")
         if all(o >= self.frames for o in self.offsets):
-            raise ValueError(f"PipelineConfig.offsets: every offset {self.offsets} is >= frames {self.frames}: no pairs")
+            raise ConfigError(f"--offsets: every offset {self.offsets} is >= --frames {self.frames}, so a clip has no pairs; use offsets in 1..{self.frames - 1}")
+        check_range("--max_pixels", self.max_pixels, 1)
+        if self.sampling not in SAMPLING:
+            raise ConfigError(f"--sampling must be one of {', '.join(SAMPLING)}, got {self.sampling!r}")
+        if self.max_seconds is not None:
+            check_range("--max_seconds", self.max_seconds, 0, integer=False, lo_open=True)
+        if not isinstance(self.teacher, str) or not self.teacher:
+            raise ConfigError(f"--teacher must name a registered flow teacher, got {self.teacher!r}")
+        check_range("--teacher_batch", self.teacher_batch, 1)
+        check_range("PipelineConfig.alpha", self.alpha, 0, integer=False)
+        check_range("PipelineConfig.beta", self.beta, 0, integer=False)
+        check_range("PipelineConfig.min_confidence", self.min_confidence, 0, 1, integer=False)
+        check_range("--track_stride", self.track_stride, 1)
+        check_range("--jpeg_quality", self.jpeg_quality, 1, 100)
+        check_range("--flow_level", self.flow_level, 1, 22)
         self.ingest()  # validates the ingest fields
 
     def ingest(self) -> IngestConfig:
@@ -114,12 +168,38 @@ def make_pairs(frames: int, offsets) -> np.ndarray:
 _TEACHERS: dict = {}
 
 
+def _import_teacher_module(cfg: PipelineConfig) -> None:
+    if cfg.teacher_module:
+        try:
+            importlib.import_module(cfg.teacher_module)
+        except Exception as err:  # noqa: BLE001 - ImportError, or whatever the module raised
+            raise ConfigError(f"--teacher_module: cannot import {cfg.teacher_module!r}: {type(err).__name__}: {err}") from err
+
+
+def check_teacher(cfg: PipelineConfig) -> None:
+    """Checks the teacher settings without building the teacher (a learned one would load its
+    weights): imports `teacher_module`, then `flow_teacher.check_teacher_args`. ConfigError
+    names the option to fix: --teacher, --teacher_module or --teacher_arg."""
+    _import_teacher_module(cfg)
+    kwargs = dict(cfg.teacher_kwargs)
+    try:
+        check_teacher_args(cfg.teacher, **kwargs)
+    except ValueError as err:
+        if "unknown flow teacher" in str(err):
+            hint = (f"--teacher_module {cfg.teacher_module!r} did not register it" if cfg.teacher_module
+                    else "a teacher of your own needs --teacher_module MODULE (a module that calls register_teacher)")
+            raise ConfigError(f"--teacher: {err}; {hint}") from None
+        raise ConfigError(f"--teacher_arg: {err}") from None
+
+
 def _teacher(cfg: PipelineConfig):
     key = (cfg.teacher_module, cfg.teacher, json.dumps(dict(cfg.teacher_kwargs), sort_keys=True, default=str))
     if key not in _TEACHERS:  # one per process: learned teachers load weights once
-        if cfg.teacher_module:
-            importlib.import_module(cfg.teacher_module)
-        _TEACHERS[key] = get_teacher(cfg.teacher, **dict(cfg.teacher_kwargs))
+        check_teacher(cfg)
+        try:
+            _TEACHERS[key] = get_teacher(cfg.teacher, **dict(cfg.teacher_kwargs))
+        except Exception as err:  # noqa: BLE001 - no input could be processed: a setting is wrong
+            raise ConfigError(f"--teacher {cfg.teacher!r} with --teacher_arg {dict(cfg.teacher_kwargs)}: the teacher cannot be built: {type(err).__name__}: {err}") from err
     return _TEACHERS[key]
 
 
@@ -219,17 +299,17 @@ def process_video(path: str, cfg: PipelineConfig = PipelineConfig(), key: str | 
     """One video file or image folder -> ProcessResult with the encoded UnlabeledClip or a failure.
 
     `key` is the video id stored in the record (default: the path); `teacher` overrides the
-    config's (built once per process otherwise)."""
+    config's (built once per process otherwise). Raises ConfigError (and records nothing) when
+    the config's teacher cannot be built: that is no input's fault."""
     path = os.fspath(path)
     key = path if key is None else key
+    teacher = teacher if teacher is not None else _teacher(cfg)
     timings: dict[str, float] = {}
     state = {"stage": "read"}
     tmp = None
     try:
         from flow3r_jax.data import flow_codec, records
 
-        state["stage"] = "teacher"
-        teacher = teacher if teacher is not None else _teacher(cfg)
         with _Stage(timings, state, "read", "fetch"):
             local, tmp = _local_copy(path)
         state["stage"] = "read"

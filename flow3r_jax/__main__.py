@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
 import platform
 import sys
@@ -49,8 +48,10 @@ def info() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flow3r_jax", description=__doc__)
-    parser.add_argument("command", nargs="?", default="info", choices=["info"])
+    from flow3r_jax.cli import ArgumentParser
+
+    parser = ArgumentParser(module="flow3r_jax", description=__doc__)
+    parser.add_argument("command", nargs="?", default="info", choices=["info"], help="info (the default): print the versions and the devices JAX sees")
     parser.parse_args(argv)
     print(info())
     return 0

@@ -7,15 +7,39 @@ line names the module (`python -m flow3r_jax.reconstruct`).
 
 `ArgumentParser` is argparse with those rules; `normalize_flag_spelling` gives absl entry points the
 same aliases (`app.run(main, flags_parser=absl_flags_parser)`).
+
+Both also call `quiet_platform_probing()`: when JAX looks for its backends it logs, at INFO, one
+"Unable to initialize backend 'tpu': ... libtpu.so ..." line per platform it probes and does not
+find, which every command that logs at INFO (reconstruct, launch.eval, the converter) would
+print on a CPU-only machine as if something were wrong. Only those INFO records are dropped;
+JAX's warnings (a GPU or TPU present but its backend failing) and errors (a platform asked for in
+JAX_PLATFORMS that fails) still show.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 from collections.abc import Iterable, Sequence
 
-__all__ = ["ArgumentParser", "absl_flags_parser", "normalize_flag_spelling", "option_spellings"]
+__all__ = ["ArgumentParser", "absl_flags_parser", "normalize_flag_spelling", "option_spellings", "quiet_platform_probing"]
+
+_PROBE_LOGGER = "jax._src.xla_bridge"
+
+
+class _DropPlatformProbes(logging.Filter):
+    """Drops JAX's INFO "Unable to initialize backend '<platform>'" records (see the module docstring)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno < logging.WARNING and str(record.msg).startswith("Unable to initialize backend"))
+
+
+def quiet_platform_probing() -> None:
+    """Silences JAX's INFO lines about platforms it probed and did not find (idempotent)."""
+    logger = logging.getLogger(_PROBE_LOGGER)
+    if not any(isinstance(f, _DropPlatformProbes) for f in logger.filters):
+        logger.addFilter(_DropPlatformProbes())
 
 _LONG = re.compile(r"^--([A-Za-z][A-Za-z0-9_-]*)(=.*)?$", re.S)
 
@@ -58,6 +82,7 @@ class ArgumentParser(argparse.ArgumentParser):
         if module is not None and "prog" not in kwargs:
             kwargs["prog"] = f"python -m {module}"
         super().__init__(*args, **kwargs)
+        quiet_platform_probing()
 
     def add_argument(self, *names, **kwargs):
         if names and all(n.startswith("-") for n in names):
@@ -92,9 +117,12 @@ def absl_flags_parser(argv: list[str]) -> list[str]:
     (and of its boolean negation, `--no-follow` for `--nofollow`)."""
     from absl import flags
 
+    quiet_platform_probing()
     FLAGS = flags.FLAGS
     names = set(FLAGS)
     names |= {f"no{n}" for n in names} | {f"no_{n}" for n in names}
     argv = argv[:1] + [t.replace("--no_", "--no", 1) if t.startswith("--no_") and t[5:].split("=")[0] in FLAGS else t
                        for t in normalize_flag_spelling(argv[1:], names)]
-    return FLAGS(argv)
+    from absl import app
+
+    return app.parse_flags_with_usage(argv)  # a bad flag: absl's one-line message and exit 1, no traceback

@@ -1,5 +1,5 @@
-"""`python -m flow3r_jax.reconstruct`: camera poses, intrinsics and a point cloud from a video or
-an image folder.
+"""`python -m flow3r_jax.reconstruct`: camera poses, intrinsics, depth and a point cloud from a
+video or an image folder.
 
     python -m flow3r_jax.reconstruct --input VIDEO_OR_FOLDER --out DIR
         [--checkpoint CKPT] [--refine] [--frames N] [--steps S]
@@ -14,45 +14,214 @@ an image folder.
   sized by the official rule; `--refine` then runs the per-scene optimisation around the
   model's depth (depth = model depth x exp(CNN output), the CNN's output layer starting at 0).
 
-Outputs in DIR: `cameras.json` (per frame: image name, 4x4 camera-to-world, fx fy cx cy in
-pixels of the input images), `sparse/0` (COLMAP model: cameras, images, points3D, binary),
-`points.ply` (coloured point cloud), `trajectory.png`, `flowmap_history.json` (optimiser runs).
+Outputs in DIR (`flow3r_jax.flowmap.outputs`): `images/` (the frames used), `cameras.json`
+(per frame: image name, 4x4 camera-to-world, fx fy cx cy in pixels of the input images),
+`transforms.json` (nerfstudio), `sparse/0` (COLMAP model, images in `images/`), `points.ply`,
+`depth/<frame>.npy` and `depth.npz`, `trajectory.png`, `flowmap_history.json`, `summary.json`
+(and `PARTIAL` for a stopped run). A reused DIR keeps no file of an earlier run; a DIR holding
+files reconstruct did not write is refused.
+
+Every option and the output directory are checked before any frame is read (a bad value ends
+the command with exit status 2 and the allowed range). Ctrl-C (SIGINT) or SIGTERM stops the
+optimisation within about a second (after the current stretch of steps; during compilation,
+when it returns): what exists is written, marked partial, and the command exits with 130 /
+143. A signal before the optimisation has run a step writes nothing (and says so); a second
+signal exits at once.
 
 `--demo DIR` renders a built-in synthetic video (`data_pipelines.synthetic`), reconstructs it
 and scores the result against the exact ground truth (`./run.sh demo`).
 
 `--config configs/flowmap.py[:OPTIONS]` (with `--config.x=y` overrides) gives the defaults
 of the options above and the per-scene optimiser's settings (`FlowMapConfig`); an option given
-on the command line wins over the config.
+on the command line wins over the config. Options are spelled `--snake_case`; the older
+`--kebab-case` spellings are accepted too (`flow3r_jax.cli`).
 
-Frames: `--frames N` takes N frames evenly spaced over the input (default: all, at most 60).
-At least 3 frames are needed; unreadable files and folders with mixed image sizes are reported
-with the offending file (`flow3r_jax.data.frames.FrameReadError`).
+Frames: `--frames N` takes N frames evenly spaced over the input (default: all, at most 60),
+reading only those (a video's other frames are skipped without being converted). Image folders
+are in natural order (frame2.png before frame10.png). At least 3 frames are needed;
+unreadable files and folders with mixed image sizes are reported with the offending file
+(`flow3r_jax.data.frames.FrameReadError`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
 import math
 import os
+import signal
 import sys
 import time
 
 import numpy as np
 
-__all__ = ["ReconstructionError", "read_input_frames", "flowmap_size", "reconstruct", "main"]
+__all__ = ["ReconstructionError", "Interrupted", "StopRequest", "check_options", "read_input_frames", "flowmap_size", "reconstruct", "main"]
 
 log = logging.getLogger("flow3r_jax.reconstruct")
 
 MIN_FRAMES = 3
 DEFAULT_MAX_FRAMES = 60
+MODEL_SIZES = ("large", "base", "small", "tiny")  # flow3r_jax.models.config.MODEL_SIZES (not imported: it loads JAX)
+# Smallest accepted values of the numeric options (no upper limits).
+MINIMUM = {"steps": 1, "demo_steps": 1, "frames": MIN_FRAMES, "pixels": 16 * 16, "ff_pixels": 14 * 14}
 
 
 class ReconstructionError(ValueError):
     """The input cannot be reconstructed as asked (too few frames, bad options, ...)."""
+
+
+class Interrupted(Exception):
+    """A stop was requested (SIGINT / SIGTERM) before anything worth writing existed."""
+
+    def __init__(self, signum: int, stage: str):
+        self.signum = signum
+        self.stage = stage
+        super().__init__(f"interrupted by {signal.Signals(signum).name} {stage}")
+
+
+# ------------------------------------------------------------------------------ stopping
+
+
+class StopRequest:
+    """A stop flag set by SIGINT / SIGTERM (`installed`), asked between stretches of
+    optimisation steps and between the stages of a run. The handler only sets the flag (it never
+    raises into JAX / XLA, so a signal during compilation takes effect when compilation
+    returns); a second signal exits at once."""
+
+    def __init__(self):
+        self.signum: int | None = None
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def name(self) -> str | None:
+        return None if self.signum is None else signal.Signals(self.signum).name
+
+    def request(self, signum: int) -> None:
+        self.signum = signum
+
+    def check(self, stage: str) -> None:
+        """Raises Interrupted if a stop was requested; `stage` says where ("before ...")."""
+        if self.signum is not None:
+            raise Interrupted(self.signum, stage)
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            os.write(2, f"\nreconstruct: second {signal.Signals(signum).name}: exiting now, writing nothing more\n".encode())
+            os._exit(128 + signum)
+        self.signum = signum
+        os.write(2, f"\nreconstruct: {signal.Signals(signum).name} received: stopping after the current step (send it again to exit at once)\n".encode())
+
+    @contextlib.contextmanager
+    def installed(self):
+        """Handles SIGINT and SIGTERM while the block runs (main thread only; elsewhere the
+        flag can still be set with `request`)."""
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+
+# ------------------------------------------------------------------------------- checks
+
+
+def _at_least(name: str, value, minimum: int) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        return f"--{name} {value}: must be an integer >= {minimum}"
+    return None
+
+
+def _int_option(name: str):
+    """argparse `type` of an integer option with a lower limit (MINIMUM)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer (allowed: an integer >= {MINIMUM[name]})") from None
+        if value < MINIMUM[name]:
+            raise argparse.ArgumentTypeError(f"{value} is out of range (allowed: an integer >= {MINIMUM[name]})")
+        return value
+
+    return parse
+
+
+def check_options(
+    input_path: str | None,
+    out_dir: str | None,
+    checkpoint: str | None = None,
+    refine: bool = False,
+    frames: int | None = None,
+    steps: int = 2000,
+    init: str = "pretrained",
+    pixels: int = 43_200,
+    model_size: str = "large",
+    explicit: bool = False,
+    ff_pixels: int = 255_000,
+    frames_from: str | None = None,
+    flowmap: dict | None = None,
+) -> None:
+    """Checks every option of `reconstruct` and the output directory, reading no frame and
+    computing nothing. Raises ReconstructionError (FrameReadError for a missing input) naming
+    the option, its value and what is allowed."""
+    from flow3r_jax.data.frames import IMAGE_EXTENSIONS, FrameReadError
+    from flow3r_jax.flowmap.outdir import OutputDirError, check_output_dir
+
+    if not input_path:
+        raise ReconstructionError("--input: a video file or an image folder is needed")
+    if not os.path.exists(input_path):
+        raise FrameReadError(f"{input_path}: no such file or directory")
+    if os.path.isfile(input_path) and input_path.lower().endswith(IMAGE_EXTENSIONS):
+        raise ReconstructionError(f"--input {input_path}: a single image; give the folder of the images (or a video)")
+    try:
+        check_output_dir(out_dir or "")
+    except OutputDirError as err:
+        raise ReconstructionError(str(err)) from None
+    if os.path.isdir(input_path) and os.path.abspath(out_dir) == os.path.abspath(input_path):
+        raise ReconstructionError(f"--out {out_dir}: is the input folder; choose another directory")
+    optimiser = checkpoint is None or refine
+    problems = [
+        _at_least("steps", steps, MINIMUM["steps"]),
+        None if frames is None else _at_least("frames", frames, MINIMUM["frames"]),
+        _at_least("pixels", pixels, MINIMUM["pixels"]),
+        _at_least("ff_pixels", ff_pixels, MINIMUM["ff_pixels"]),
+    ]
+    problems = [p for p in problems if p]
+    if problems:
+        raise ReconstructionError("; ".join(problems))
+    if refine and checkpoint is None:
+        raise ReconstructionError("--refine needs --checkpoint (it refines the feed-forward model's depth)")
+    if explicit and not optimiser:
+        raise ReconstructionError("--explicit_depth applies to the per-scene optimisation: it needs no --checkpoint, or --checkpoint with --refine")
+    if checkpoint is not None and not os.path.exists(checkpoint):
+        raise ReconstructionError(f"--checkpoint {checkpoint}: no such file or directory")
+    if model_size not in MODEL_SIZES:
+        raise ReconstructionError(f"--model_size {model_size!r}: expected one of {', '.join(MODEL_SIZES)}")
+    if frames_from is not None:
+        if frames is not None:
+            raise ReconstructionError("--frames and --frames_from exclude each other")
+        if not os.path.isfile(frames_from):
+            raise ReconstructionError(f"--frames_from {frames_from}: no such file")
+    if optimiser and not explicit and init not in ("pretrained", "random") and not os.path.isfile(init):
+        raise ReconstructionError(f"--init {init!r}: expected 'pretrained', 'random' or an initialisation .npz file (no such file)")
+    if optimiser and flowmap:
+        from flow3r_jax.flowmap.config import FlowMapConfig
+
+        try:
+            (FlowMapConfig.explicit_depth if explicit else FlowMapConfig)(**dict(flowmap, steps=steps))
+        except (TypeError, ValueError) as err:
+            raise ReconstructionError(f"--config flowmap settings: {err}") from None
 
 
 # ------------------------------------------------------------------------------- input
@@ -63,19 +232,19 @@ def read_frame_list(list_path: str) -> list[str]:
     `#` comments skipped). Entries are image file names of a folder (with or without their
     extension) or frame indices of a video."""
     if not os.path.isfile(list_path):
-        raise ReconstructionError(f"--frames-from {list_path}: no such file")
+        raise ReconstructionError(f"--frames_from {list_path}: no such file")
     with open(list_path) as f:
         text = f.read()
     if text.lstrip().startswith("["):
         try:
             entries = [str(e) for e in json.loads(text)]
         except json.JSONDecodeError as e:
-            raise ReconstructionError(f"--frames-from {list_path}: not a valid JSON list ({e})") from e
+            raise ReconstructionError(f"--frames_from {list_path}: not a valid JSON list ({e})") from e
     else:
         entries = [ln.split("#", 1)[0].strip() for ln in text.splitlines()]
         entries = [e for e in entries if e]
     if len(entries) != len(set(entries)):
-        raise ReconstructionError(f"--frames-from {list_path}: frames listed twice")
+        raise ReconstructionError(f"--frames_from {list_path}: frames listed twice")
     return entries
 
 
@@ -90,7 +259,7 @@ def _select_listed(path: str, list_path: str):
         by_name.update({os.path.splitext(os.path.basename(f))[0]: f for f in files})
         missing = [e for e in entries if os.path.basename(e) not in by_name]
         if missing:
-            raise ReconstructionError(f"--frames-from {list_path}: {len(missing)} listed frame(s) not in {path}: {missing[:5]}")
+            raise ReconstructionError(f"--frames_from {list_path}: {len(missing)} listed frame(s) not in {path}: {missing[:5]}")
         chosen = [by_name[os.path.basename(e)] for e in entries]
         images = [read_image(f) for f in chosen]
         if len({im.shape for im in images}) > 1:
@@ -98,57 +267,81 @@ def _select_listed(path: str, list_path: str):
         return np.stack(images), [os.path.basename(f) for f in chosen]
     bad = [e for e in entries if not e.isdigit()]
     if bad:
-        raise ReconstructionError(f"--frames-from {list_path}: a video's frames are listed by index, got {bad[:5]}")
+        raise ReconstructionError(f"--frames_from {list_path}: a video's frames are listed by index, got {bad[:5]}")
     indices = [int(e) for e in entries]
     images, _, _ = read_frames(path, indices=indices)
     if len(images) != len(indices):
-        raise ReconstructionError(f"--frames-from {list_path}: {path} has no frame(s) {sorted(set(indices))[len(images):][:5]}")
-    return images, [f"frame_{i:05d}" for i in indices]
+        raise ReconstructionError(f"--frames_from {list_path}: {path} has no frame(s) {sorted(set(indices))[len(images):][:5]}")
+    order = {i: k for k, i in enumerate(sorted(set(indices)))}  # read_frames returns them sorted
+    return images[[order[i] for i in indices]], [_video_frame_name(i) for i in indices]
+
+
+def _video_frame_name(index: int) -> str:
+    """The name of a video's frame: the file `reconstruct` writes it to in OUT/images."""
+    return f"frame_{index:05d}.png"
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _log_kept(path: str, kept: list[int], count: int) -> None:
+    """Logs which frames were kept, e.g. "kept 20 of 300 frames: every 15th"."""
+    if len(kept) == count:
+        return
+    gaps = np.diff(kept) if len(kept) > 1 else np.array([count])
+    every = f"every {_ordinal(int(gaps[0]))}" if np.all(gaps == gaps[0]) else f"one in {float(np.mean(gaps)):.1f} on average"
+    log.info("input: kept %d of %d frames: %s (%s)", len(kept), count, every, path)
 
 
 def read_input_frames(path: str, frames: int | None = None, frames_from: str | None = None) -> tuple[np.ndarray, list[str]]:
     """uint8 frames (K, H, W, 3) and their names from a video or image folder: the frames named
     in the list file `frames_from`, or K evenly spaced frames when `frames` is given (default:
-    all, at most 60). Raises FrameReadError (unreadable file, mixed sizes, missing path) or
+    all, at most 60). Only the kept frames are read (a folder opens only their files; a video
+    grabs the others without converting them), and the log says which were kept. A folder's
+    frames are named by their files (natural order), a video's `frame_NNNNN.png` by decode
+    index. Raises FrameReadError (unreadable file, mixed sizes, missing path) or
     ReconstructionError (fewer than 3 frames, a listed frame that does not exist)."""
-    from flow3r_jax.data.frames import FrameReadError, probe_video, read_frames, read_image_folder
+    from flow3r_jax.data.frames import FrameReadError, count_video_frames, even_indices, list_images, probe_video, read_image_folder, read_video
 
     if frames is not None and frames < MIN_FRAMES:
         raise ReconstructionError(f"--frames {frames}: at least {MIN_FRAMES} frames are needed")
     if frames_from is not None:
         if frames is not None:
-            raise ReconstructionError("--frames and --frames-from exclude each other")
+            raise ReconstructionError("--frames and --frames_from exclude each other")
         if not os.path.exists(path):
             raise FrameReadError(f"{path}: no such file or directory")
         images, names = _select_listed(path, frames_from)
         if len(images) < MIN_FRAMES:
-            raise ReconstructionError(f"--frames-from {frames_from}: {len(images)} frame(s) listed, at least {MIN_FRAMES} are needed")
+            raise ReconstructionError(f"--frames_from {frames_from}: {len(images)} frame(s) listed, at least {MIN_FRAMES} are needed")
         return images, names
     want = frames if frames is not None else DEFAULT_MAX_FRAMES
     if os.path.isdir(path):
-        images, _, names = read_image_folder(path)
-        if len(images) > want:
-            keep = np.unique(np.round(np.linspace(0, len(images) - 1, want)).astype(int))
-            images, names = images[keep], [names[k] for k in keep]
+        count = len(list_images(path))
+        kept = even_indices(count, want)
+        images, _, names = read_image_folder(path, indices=kept) if count else read_image_folder(path)
     elif os.path.isfile(path):
+        claimed = probe_video(path).num_frames
+        count = claimed if claimed > 0 else count_video_frames(path)
+        kept = even_indices(count, want)
         try:
-            count = probe_video(path).num_frames
+            # One more than wanted when all are wanted: a container that understates its length
+            # shows itself without the whole video being held.
+            images, _ = read_video(path, indices=kept) if count > want else read_video(path, max_frames=want + 1)
         except FrameReadError:
-            raise
-        if count > want:
-            indices = np.unique(np.round(np.linspace(0, count - 1, want)).astype(int))
-            try:
-                images, _, names = read_frames(path, indices=indices.tolist())
-            except FrameReadError:  # the container's frame count may overstate the stream
-                images, _, names = read_frames(path)
-                keep = np.unique(np.round(np.linspace(0, len(images) - 1, want)).astype(int))
-                images, names = images[keep], [names[k] for k in keep]
-            else:
-                names = [f"frame_{i:05d}" for i in indices]
-        else:
-            images, _, names = read_frames(path)
+            if count <= want:
+                raise
+            images = None  # the container overstates its length
+        if images is None or len(images) > want:
+            count = count_video_frames(path)
+            kept = even_indices(count, want)
+            images, _ = read_video(path, indices=kept)
+        kept = kept[: len(images)]
+        names = [_video_frame_name(i) for i in kept]
     else:
         raise FrameReadError(f"{path}: no such file or directory")
+    _log_kept(path, kept, count)
     if len(images) < MIN_FRAMES:
         raise ReconstructionError(f"{path}: {len(images)} frame(s) read, at least {MIN_FRAMES} are needed")
     return images, list(names)
@@ -203,27 +396,70 @@ class Reconstruction:
     info: dict
 
 
-def run_flowmap(frames: np.ndarray, steps: int = 2000, init: str = "pretrained", pixels: int = 43_200, base_depth=None, explicit: bool = False, seed: int = 0, progress: bool = True, flowmap: dict | None = None) -> Reconstruction:
+class _StepBar:
+    """The optimisation's progress bar: "compiling" until the first report (the first compiled
+    call compiles and runs one step), then steps, loss and a rate counted from that moment, so
+    the compilation time never enters the rate."""
+
+    def __init__(self, total: int):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, desc="flowmap (compiling)", unit="step", file=sys.stderr, dynamic_ncols=True)
+        self.compiled = False
+
+    def __call__(self, done: int, loss: float) -> None:
+        if not self.compiled:
+            self.compiled = True
+            self.bar.reset()  # the clock restarts now: rates exclude the compilation
+            self.bar.initial = self.bar.n = self.bar.last_print_n = done
+            self.bar.set_description("flowmap", refresh=False)
+            self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+            self.bar.refresh()
+            return
+        self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        if not self.bar.update(done - self.bar.n):
+            self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_flowmap(
+    frames: np.ndarray,
+    steps: int = 2000,
+    init: str = "pretrained",
+    pixels: int = 43_200,
+    base_depth=None,
+    explicit: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+    flowmap: dict | None = None,
+    stop: StopRequest | None = None,
+) -> Reconstruction:
     """The per-scene optimisation on uint8 frames (K, H, W, 3) (see the module docstring).
-    `flowmap`: further `FlowMapConfig` fields (e.g. from `--config configs/flowmap.py`)."""
+    `flowmap`: further `FlowMapConfig` fields (e.g. from `--config configs/flowmap.py`).
+    `stop`: asked between the stages (raising Interrupted before the first step) and between
+    stretches of steps (ending the run early: `info["partial"]` says where)."""
     import jax
 
     from flow3r_jax.data.frames import resize_frames
     from flow3r_jax.flowmap import FlowMapConfig, init_params, load_init, make_scene_inputs, optimize_scene
     from flow3r_jax.flowmap.weights import DEFAULT_INIT
 
+    stop = stop or StopRequest()
     K, H0, W0 = frames.shape[:3]
     h, w = flowmap_size(H0, W0, pixels)
     small = resize_frames(frames, (h, w))
     t0 = time.time()
     flow_fw, flow_bw, teacher = _consecutive_teacher_flows(small)
     log.info("flow: %s on %d pairs at %dx%d (%.1f s)", teacher, 2 * (K - 1), h, w, time.time() - t0)
+    stop.check("after computing flow, before the optimisation")
     tracks = _tracks(small, flow_fw, flow_bw)
+    stop.check("after computing tracks, before the optimisation")
     if base_depth is not None:
         base_depth = np.maximum(_resize_maps(base_depth, (h, w)), 1e-3)
     inputs = make_scene_inputs(small, flow_fw, flow_bw, tracks=tracks, base_depth=base_depth)
-    progress_every = 10 if progress else 0
-    fields = dict(flowmap or {}, steps=steps, progress_every=progress_every)
+    fields = dict(flowmap or {}, steps=steps, progress_every=0)
     if explicit:
         cfg = FlowMapConfig.explicit_depth(**fields)
         params = init_params(cfg, K, (h, w), seed, base_depth=inputs.base_depth)
@@ -241,24 +477,27 @@ def run_flowmap(frames: np.ndarray, steps: int = 2000, init: str = "pretrained",
             head["bias"].set_value(head["bias"].get_value() * 0.0)
         params = init_params(cfg, K, (h, w), seed, pretrained=state)
         init_name = os.path.relpath(path) if init != "pretrained" else "pretrained (shipped)"
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=steps, desc="flowmap", unit="step", file=sys.stderr, dynamic_ncols=True)
+    stop.check("before the optimisation")
+    bar = _StepBar(steps) if progress else None
+    t0 = time.time()
+    first = []
 
     def report(step, loss):
+        if not first:
+            first.append(time.time() - t0)
+            log.debug("flowmap: compiled and ran the first step in %.1f s", first[0])
         if bar is not None:
-            bar.n = step + 1
-            bar.set_postfix(loss=f"{loss:.4f}")
-            bar.refresh()
+            bar(step + 1, loss)
 
-    t0 = time.time()
-    result = optimize_scene(inputs, cfg, params, key=seed, progress=report)
-    result = jax.device_get(result)
-    if bar is not None:
-        bar.close()
+    log.info("flowmap: compiling the optimisation (%d frames of %dx%d), then %d steps", K, h, w, steps)
+    try:
+        result = optimize_scene(inputs, cfg, params, key=seed, progress=report, stop=stop)
+        result = jax.device_get(result)
+    finally:
+        if bar is not None:
+            bar.close()
     seconds = time.time() - t0
+    done = int(result.steps_done)
     info = dict(
         backend="flowmap",
         init=init_name,
@@ -268,11 +507,16 @@ def run_flowmap(frames: np.ndarray, steps: int = 2000, init: str = "pretrained",
         tracks=tracks is not None,
         refine=base_depth is not None,
         seconds=round(seconds, 1),
+        compile_seconds=round(first[0], 1) if first else None,
         focal_flowmap_units=float(result.focal),
         final_loss=float(result.history.loss[-1]),
         history={k: np.asarray(v).tolist() for k, v in result.history._asdict().items() if k != "poses"},
     )
-    log.info("flowmap: %d steps in %.1f s, final loss %.5f, focal %.4f (f_px/sqrt(HW))", steps, seconds, info["final_loss"], info["focal_flowmap_units"])
+    if done < steps:
+        info["partial"] = dict(stopped_by=stop.name, steps_done=done, steps=steps, stage="per-scene optimisation")
+        log.warning("flowmap: stopped by %s after %d of %d steps (%.1f s); writing the state reached, marked partial", stop.name, done, steps, seconds)
+    else:
+        log.info("flowmap: %d steps in %.1f s, final loss %.5f, focal %.4f (f_px/sqrt(HW))", steps, seconds, info["final_loss"], info["focal_flowmap_units"])
     return Reconstruction(np.asarray(result.poses, np.float64), np.asarray(result.intrinsics, np.float64), np.asarray(result.depth), small, info)
 
 
@@ -312,80 +556,6 @@ def run_feedforward(frames: np.ndarray, checkpoint: str, size: str = "large", ma
     return Reconstruction(poses, Km, depth, small, info)
 
 
-# ----------------------------------------------------------------------------- outputs
-
-
-def _camera_for_input(K_model: np.ndarray, model_size, input_size):
-    from flow3r_jax.flowmap.export import CameraModel
-
-    (h, w), (H0, W0) = model_size, input_size
-    sx, sy = W0 / w, H0 / h
-    return CameraModel(width=W0, height=H0, fx=K_model[0, 0] * sx, fy=K_model[1, 1] * sy, cx=K_model[0, 2] * sx, cy=K_model[1, 2] * sy)
-
-
-def _point_cloud(rec: Reconstruction, input_size, stride: int = 2, max_colmap_points: int = 50_000, seed: int = 0):
-    """World points of every `stride`-th pixel of every frame (depth edges dropped), their
-    colours, and their observations in input-image pixels."""
-    import jax.numpy as jnp
-
-    from flow3r_jax.geometry import depth_edge, pixel_grid, transform_points, unproject_depth
-
-    K, h, w = rec.depth.shape
-    depth = jnp.asarray(rec.depth, jnp.float32)
-    cam = unproject_depth(depth, jnp.asarray(rec.K_model, jnp.float32))
-    world = np.asarray(transform_points(jnp.asarray(rec.poses, jnp.float32), cam))
-    keep = ~np.asarray(depth_edge(depth, rtol=0.05)) & (np.asarray(depth) > 0)
-    sel = np.zeros_like(keep)
-    sel[:, stride // 2 :: stride, stride // 2 :: stride] = True
-    keep &= sel
-    frame, rows, cols = np.nonzero(keep)
-    pts = world[frame, rows, cols]
-    colors = rec.colors[frame, rows, cols]
-    H0, W0 = input_size
-    xy = np.asarray(pixel_grid(h, w))[rows, cols] * np.array([W0 / w, H0 / h])
-    ok = np.all(np.isfinite(pts), axis=-1)
-    pts, colors, frame, xy = pts[ok], colors[ok], frame[ok], xy[ok]
-    sub = np.arange(len(pts))
-    if len(sub) > max_colmap_points:
-        sub = np.sort(np.random.default_rng(seed).choice(len(pts), max_colmap_points, replace=False))
-    return pts, colors, (frame[sub], xy[sub], sub)
-
-
-def write_outputs(out_dir: str, names: list[str], input_size, rec: Reconstruction, reference_poses=None) -> dict[str, str]:
-    """Writes cameras.json, sparse/0, points.ply, trajectory.png (and the optimiser history)."""
-    from flow3r_jax.flowmap.export import write_cameras_json, write_colmap_model
-    from flow3r_jax.flowmap.ply import write_ply
-
-    os.makedirs(out_dir, exist_ok=True)
-    model_size = rec.depth.shape[1:3]
-    camera = _camera_for_input(rec.K_model, model_size, input_size)
-    paths = {}
-    extra = {k: v for k, v in rec.info.items() if k != "history"}
-    paths["cameras"] = os.path.join(out_dir, "cameras.json")
-    write_cameras_json(paths["cameras"], names, rec.poses, camera, {"run": extra})
-    pts, colors, (obs_img, obs_xy, sub) = _point_cloud(rec, input_size)
-    paths["colmap"] = os.path.join(out_dir, "sparse", "0")
-    write_colmap_model(paths["colmap"], names, rec.poses, camera, pts[sub], colors[sub], (obs_img, obs_xy))
-    paths["ply"] = os.path.join(out_dir, "points.ply")
-    write_ply(paths["ply"], pts, colors)
-    # Per-frame depth for scoring (launch.eval --predictions): z-depth on the model grid, the
-    # intrinsics of that grid, the frame names and the input size.
-    paths["depth"] = os.path.join(out_dir, "depth.npz")
-    np.savez_compressed(paths["depth"], depth=np.asarray(rec.depth, np.float32), K=np.asarray(rec.K_model, np.float64), names=np.asarray(names), input_size=np.asarray(input_size))
-    if "history" in rec.info:
-        paths["history"] = os.path.join(out_dir, "flowmap_history.json")
-        with open(paths["history"], "w") as f:
-            json.dump(rec.info["history"], f)
-    try:
-        from flow3r_jax.flowmap.plot import plot_trajectory
-
-        paths["plot"] = os.path.join(out_dir, "trajectory.png")
-        plot_trajectory(paths["plot"], rec.poses, reference_poses, title=f"{rec.info['backend']}: {len(names)} frames")
-    except ImportError:
-        log.warning("matplotlib is not installed (pip install flow3r_jax[viz]); no trajectory plot")
-    return paths
-
-
 def reconstruct(
     input_path: str,
     out_dir: str,
@@ -402,30 +572,43 @@ def reconstruct(
     ff_pixels: int = 255_000,
     frames_from: str | None = None,
     flowmap: dict | None = None,
+    stop: StopRequest | None = None,
 ) -> dict:
-    """The command as a function: returns the written paths and the run summary. `flowmap`:
-    further `FlowMapConfig` fields of the per-scene optimisation."""
-    if refine and checkpoint is None:
-        raise ReconstructionError("--refine needs --checkpoint (it refines the feed-forward model's depth)")
+    """The command as a function: checks the options and `out_dir` (`check_options`), reads the
+    frames, reconstructs and writes the outputs (`flowmap.outputs.write_outputs`). Returns the
+    written paths and the run summary (`info["partial"]` when `stop` ended the optimisation
+    early). `flowmap`: further `FlowMapConfig` fields of the per-scene optimisation. Raises
+    Interrupted when `stop` is set before anything worth writing exists (nothing is written)."""
+    from flow3r_jax.flowmap.outputs import write_outputs
+
+    check_options(input_path, out_dir, checkpoint, refine, frames, steps, init, pixels, model_size, explicit, ff_pixels, frames_from, flowmap)
+    stop = stop or StopRequest()
     images, names = read_input_frames(input_path, frames, frames_from)
     H0, W0 = images.shape[1:3]
     log.info("input: %s, %d frames of %dx%d", input_path, len(images), H0, W0)
+    stop.check("after reading the frames")
     if checkpoint is not None:
         rec = run_feedforward(images, checkpoint, model_size, ff_pixels)
         if refine:
             ff = rec
-            rec = run_flowmap(images, steps, init, pixels, base_depth=ff.depth, explicit=explicit, progress=progress, flowmap=flowmap)
-            rec.info["feedforward"] = ff.info
+            if stop():
+                rec.info["partial"] = dict(stopped_by=stop.name, steps_done=0, steps=steps, stage="before --refine: the feed-forward result, unrefined")
+                log.warning("reconstruct: stopped by %s before --refine; writing the feed-forward result, marked partial", stop.name)
+            else:
+                rec = run_flowmap(images, steps, init, pixels, base_depth=ff.depth, explicit=explicit, progress=progress, flowmap=flowmap, stop=stop)
+                rec.info["feedforward"] = ff.info
     else:
-        rec = run_flowmap(images, steps, init, pixels, explicit=explicit, progress=progress, flowmap=flowmap)
-    paths = write_outputs(out_dir, names, (H0, W0), rec, reference_poses)
+        rec = run_flowmap(images, steps, init, pixels, explicit=explicit, progress=progress, flowmap=flowmap, stop=stop)
+    sources = [os.path.join(input_path, n) for n in names] if os.path.isdir(input_path) else None
+    summary = dict(input=os.path.abspath(input_path), checkpoint=checkpoint)
+    paths = write_outputs(out_dir, names, images, rec, reference_poses, sources=sources, summary=summary)
     return dict(paths=paths, info={k: v for k, v in rec.info.items() if k != "history"}, poses=rec.poses, K_model=rec.K_model, input_size=(H0, W0))
 
 
 # -------------------------------------------------------------------------------- demo
 
 
-def run_demo(out_dir: str, steps: int = 1000, frames: int = 16, init: str = "pretrained", explicit: bool = False, progress: bool = True) -> dict:
+def run_demo(out_dir: str, steps: int = 1000, frames: int = 16, init: str = "pretrained", explicit: bool = False, progress: bool = True, stop: StopRequest | None = None) -> dict:
     """Renders a synthetic room video, reconstructs it (per-scene optimiser, initialisation
     `init`, `steps` steps) and prints the errors against the exact ground truth."""
     from data_pipelines.synthetic import SceneConfig, generate_clip
@@ -440,7 +623,7 @@ def run_demo(out_dir: str, steps: int = 1000, frames: int = 16, init: str = "pre
     video = os.path.join(out_dir, "synthetic_room.mp4")
     write_video(video, clip["images"], 30.0)
     print(f"demo: rendered a synthetic room ({frames} frames, 160x224) to {video} in {time.time() - t0:.1f} s")
-    result = reconstruct(video, os.path.join(out_dir, "reconstruction"), steps=steps, init=init, explicit=explicit, progress=progress, reference_poses=clip["poses"])
+    result = reconstruct(video, os.path.join(out_dir, "reconstruction"), steps=steps, init=init, explicit=explicit, progress=progress, reference_poses=clip["poses"], stop=stop)
     err = trajectory_errors(result["poses"], clip["poses"])
     with open(result["paths"]["cameras"]) as f:
         f_est = json.load(f)["frames"][0]["fx"]  # pixels of the input video (160x224)
@@ -501,24 +684,34 @@ def _read_config(config_args: list[str]) -> tuple[dict, dict]:
     return defaults, fields
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m flow3r_jax.reconstruct", description=__doc__.split("\n\n")[0])
-    p.add_argument("--input", help="video file or image folder")
-    p.add_argument("--out", help="output directory")
+def build_parser():
+    """The command line (`flow3r_jax.cli` style: --snake_case, --kebab-case aliases)."""
+    from flow3r_jax.cli import ArgumentParser
+
+    p = ArgumentParser(module="flow3r_jax.reconstruct", description=__doc__.split("\n\n")[0])
+    p.add_argument("--input", help="video file or image folder (natural order: frame2.png before frame10.png)")
+    p.add_argument("--out", help="output directory: new, empty, or one an earlier reconstruct wrote (its files are replaced)")
     p.add_argument("--checkpoint", default=None, help="Flow3r checkpoint (official .bin / .safetensors, a save_pretrained directory, or a launch.train workdir or step directory): run the feed-forward model")
-    p.add_argument("--model-size", default="large", help="model size of a state-dict checkpoint (default large)")
+    p.add_argument("--model_size", default="large", choices=MODEL_SIZES, help="model size of a state-dict checkpoint (default large)")
     p.add_argument("--refine", action="store_true", help="with --checkpoint: refine with the per-scene optimiser")
-    p.add_argument("--frames", type=int, default=None, help=f"use N evenly spaced frames (default: all, at most {DEFAULT_MAX_FRAMES})")
-    p.add_argument("--frames-from", default=None, metavar="LIST", help="use the frames named in LIST (one per line or a JSON list: image file names of a folder, or frame indices of a video), e.g. the frame list launch.eval saved")
-    p.add_argument("--steps", type=int, default=2000, help="optimisation steps (default 2000, FlowMap's)")
+    p.add_argument("--frames", type=_int_option("frames"), default=None, metavar="N", help=f"use N >= {MIN_FRAMES} evenly spaced frames, reading only those (default: all, at most {DEFAULT_MAX_FRAMES})")
+    p.add_argument("--frames_from", default=None, metavar="LIST", help="use the frames named in LIST (one per line or a JSON list: image file names of a folder, or frame indices of a video), e.g. the frame list launch.eval saved")
+    p.add_argument("--steps", type=_int_option("steps"), default=2000, help="optimisation steps, >= 1 (default 2000, FlowMap's)")
     p.add_argument("--init", default="pretrained", help="'pretrained' (shipped, default), 'random', or an initialisation .npz")
-    p.add_argument("--explicit-depth", action="store_true", help="per-pixel depth (FlowMap's ablation) instead of the CNN")
-    p.add_argument("--pixels", type=int, default=43_200, help="optimisation image area (default 43200 = 180x240)")
-    p.add_argument("--ff-pixels", type=int, default=255_000, help="feed-forward model input area (official rule, default 255000)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--explicit_depth", action="store_true", help="per-pixel depth (FlowMap's ablation) instead of the CNN")
+    p.add_argument("--pixels", type=_int_option("pixels"), default=43_200, help=f"optimisation image area, >= {MINIMUM['pixels']} (default 43200 = 180x240)")
+    p.add_argument("--ff_pixels", type=_int_option("ff_pixels"), default=255_000, help=f"feed-forward model input area, >= {MINIMUM['ff_pixels']} (official rule, default 255000)")
+    p.add_argument("--no_progress", action="store_true", help="no progress bar")
     p.add_argument("--demo", metavar="DIR", default=None, help="reconstruct a built-in synthetic video into DIR")
-    p.add_argument("--demo-steps", type=int, default=1000, help="optimisation steps of --demo (default 1000)")
+    p.add_argument("--demo_steps", type=_int_option("demo_steps"), default=1000, help="optimisation steps of --demo, >= 1 (default 1000)")
     p.add_argument("--config", metavar="FILE[:OPTIONS]", help="defaults of these options and the optimiser's settings from an ml_collections config (configs/flowmap.py), with --config.x=y overrides")
+    return p
+
+
+def main(argv=None) -> int:
+    """The command line; returns the exit status: 0, 2 (bad options or input; argparse exits
+    with 2 itself for malformed options), 130 / 143 (stopped by SIGINT / SIGTERM)."""
+    p = build_parser()
     config_args, argv = _split_config_args(list(sys.argv[1:] if argv is None else argv))
     flowmap = None
     if config_args:
@@ -529,30 +722,44 @@ def main(argv=None) -> int:
         p.set_defaults(**defaults)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    stop = StopRequest()
     if args.demo is not None:
-        # The demo takes --init, --explicit-depth and --no-progress; refuse what it would ignore.
+        # The demo takes --init, --explicit_depth and --no_progress; refuse what it would ignore.
         ignored = ("input", "out", "checkpoint", "refine", "frames", "frames_from", "steps", "pixels", "ff_pixels", "model_size")
-        unused = ["--" + d.replace("_", "-") for d in ignored if getattr(args, d) != p.get_default(d)]
+        unused = ["--" + d for d in ignored if getattr(args, d) != p.get_default(d)]
         if unused:
-            p.error(f"--demo renders its own 16-frame video and takes --demo-steps, --init, --explicit-depth and --no-progress; it does not take {', '.join(unused)}")
-        run_demo(args.demo, args.demo_steps, init=args.init, explicit=args.explicit_depth, progress=not args.no_progress)
-        return 0
+            p.error(f"--demo renders its own 16-frame video and takes --demo_steps, --init, --explicit_depth and --no_progress; it does not take {', '.join(unused)}")
+        with stop.installed():
+            try:
+                run_demo(args.demo, args.demo_steps, init=args.init, explicit=args.explicit_depth, progress=not args.no_progress, stop=stop)
+            except Interrupted as err:
+                print(f"reconstruct: {err}: nothing was written", file=sys.stderr)
+        return 128 + stop.signum if stop() else 0
     if not args.input or not args.out:
         p.error("--input and --out are required (or --demo DIR)")
     from flow3r_jax.data.frames import FrameReadError
 
-    try:
-        result = reconstruct(
-            args.input, args.out, args.checkpoint, args.refine, args.frames, args.steps, args.init, args.pixels,
-            args.model_size, args.explicit_depth, not args.no_progress, ff_pixels=args.ff_pixels, frames_from=args.frames_from, flowmap=flowmap,
-        )
-    except (FrameReadError, ReconstructionError) as err:
-        print(f"reconstruct: error: {err}", file=sys.stderr)
-        return 2
+    with stop.installed():
+        try:
+            result = reconstruct(
+                args.input, args.out, args.checkpoint, args.refine, args.frames, args.steps, args.init, args.pixels,
+                args.model_size, args.explicit_depth, not args.no_progress, ff_pixels=args.ff_pixels, frames_from=args.frames_from, flowmap=flowmap, stop=stop,
+            )
+        except (FrameReadError, ReconstructionError) as err:
+            print(f"reconstruct: error: {err}", file=sys.stderr)
+            return 2
+        except Interrupted as err:
+            print(f"reconstruct: {err}: nothing was written ({args.out} is as it was)", file=sys.stderr)
+            return 128 + err.signum
+    partial = result["info"].get("partial")
+    if partial:
+        print(f"reconstruct: stopped by {partial['stopped_by']} after {partial['steps_done']} of {partial['steps']} steps: wrote the state reached, marked partial (PARTIAL, summary.json)")
+    elif stop():
+        print(f"reconstruct: {stop.name} arrived after the work was done: the outputs are complete")
     print("reconstruct: wrote")
     for k, v in result["paths"].items():
-        print(f"  {k:8s} {v}")
-    return 0
+        print(f"  {k:10s} {v}")
+    return 128 + stop.signum if stop() else 0
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from flow3r_jax.cli import absl_flags_parser
+
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "checkpoint file, model directory, or training workdir / step directory")
 _PREDICTIONS = flags.DEFINE_string("predictions", None, "score predictions on disk instead of running a model")
 _BENCHMARKS = flags.DEFINE_list("benchmarks", None, "comma-separated benchmark names (see flow3r_jax.eval.benchmarks.BENCHMARKS)")
@@ -122,4 +124,4 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    sys.exit(app.run(main, flags_parser=absl_flags_parser))

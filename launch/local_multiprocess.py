@@ -1,7 +1,9 @@
 """Run P local JAX processes joined by `jax.distributed` (gloo collectives on CPU):
 
-    python launch/local_multiprocess.py -n 2 [--cpu-devices 2] [--port 0] -- <launch.train args>
-    python launch/local_multiprocess.py -n 2 -- --module my.module ARGS   # another entry point
+    python -m launch.local_multiprocess -n 2 [--cpu_devices 2] [--port 0] -- <launch.train args>
+    python -m launch.local_multiprocess -n 2 -- --module my.module ARGS   # another entry point
+
+(`python launch/local_multiprocess.py ...` works the same.)
 
 Each process gets FLOW3R_COORDINATOR / FLOW3R_NUM_PROCESSES / FLOW3R_PROCESS_ID (read by
 `flow3r_jax.train.distributed.initialize`) and `--cpu_devices D` when given. Their output is
@@ -21,6 +23,10 @@ import sys
 import threading
 import time
 
+if __package__ in (None, ""):  # run as a script (python launch/local_multiprocess.py): the repository's modules
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from flow3r_jax.cli import ArgumentParser  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -38,9 +44,9 @@ def _pump(stream, prefix: str) -> None:
 
 
 def _parse(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-n", "--num-processes", type=int, required=True)
-    p.add_argument("--cpu-devices", type=int, default=None, help="fake CPU devices per process")
+    p = ArgumentParser(module="launch.local_multiprocess", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-n", "--num_processes", type=int, required=True, help="number of JAX processes to start")
+    p.add_argument("--cpu_devices", type=int, default=None, help="fake CPU devices per process")
     p.add_argument("--port", type=int, default=0, help="coordinator port (0: a free one)")
     p.add_argument("--module", default="launch.train", help="the module each process runs with -m")
     p.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL when stopping")

@@ -28,7 +28,6 @@ steps). About 10 minutes on 2 CPU cores (README "Quickstart").
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -38,6 +37,8 @@ import signal
 import subprocess
 import sys
 import time
+
+from flow3r_jax.cli import ArgumentParser
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGES = ("data", "stage1", "stage2", "eval", "reconstruct", "report")
@@ -275,7 +276,7 @@ def run_quickstart(out: str, plan: Plan = FULL, fresh: bool = False, verbose: bo
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m launch.quickstart", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(module="launch.quickstart", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="outputs/quickstart", help="output directory (default outputs/quickstart)")
     p.add_argument("--quick", action="store_true", help="the reduced run of the test suite (smaller scenes, a few steps)")
     p.add_argument("--fresh", action="store_true", help="delete OUT (a quickstart directory) and start over")

@@ -45,7 +45,6 @@ it evaluated several); for reconstruct the optimiser's final loss and time.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import importlib.util
@@ -57,6 +56,8 @@ import socket
 import subprocess
 import sys
 import time
+
+from flow3r_jax.cli import ArgumentParser
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STATUS_FILE = "status.json"
@@ -142,7 +143,7 @@ def resolve_config(config_path: str, options: str, fields: dict):
 
     argv = ["launch.sweep", f"--config={config_path}" + (f":{options}" if options else ""), *(f"--config.{k}={format_value(v)}" for k, v in fields.items())]
     fv = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True, sys_argv=argv)
+    config_flags.DEFINE_config_file("config", None, "the job's config file and options", flag_values=fv, lock_config=True, sys_argv=argv)
     try:
         fv(argv)
     except Exception as err:  # absl / ml_collections / the config file: all a bad job
@@ -531,26 +532,26 @@ def _split_overrides(argv: list[str]) -> tuple[dict, list[str]]:
     return fields, rest
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m launch.sweep", description=__doc__.split("\n\n")[0], epilog="`python -m launch.sweep summary ROOT` tabulates a sweep's results.")
+def _parser() -> ArgumentParser:
+    p = ArgumentParser(module="launch.sweep", description=__doc__.split("\n\n")[0], epilog="`python -m launch.sweep summary ROOT` tabulates a sweep's results.")
     p.add_argument("config", help="CONFIG[:OPTIONS], e.g. configs/ablation_flow_heads.py:size=tiny")
     p.add_argument("--workdir", required=True, help="the sweep's root; each job runs in ROOT/NAME")
-    p.add_argument("--backend", choices=("local", "slurm", "tpu"), default="local")
+    p.add_argument("--backend", choices=("local", "slurm", "tpu"), default="local", help="where the jobs run: local subprocesses, a SLURM array or TPU pods (default local)")
     p.add_argument("--dry_run", action="store_true", help="print the jobs and commands; write nothing (slurm: only its two files)")
     p.add_argument("--parallel", type=int, default=0, help="local: jobs at a time (default 1); slurm: the array's %%N limit (default none)")
     p.add_argument("--sweep", default="sweep", help="the config file's sweep function (default sweep)")
     p.add_argument("--python", default=sys.executable, help="interpreter of the jobs (local, slurm)")
     g = p.add_argument_group("slurm")
-    g.add_argument("--nodes", type=int, default=1)
+    g.add_argument("--nodes", type=int, default=1, help="nodes per job (default 1)")
     g.add_argument("--ntasks_per_node", type=int, default=1, help="processes per node (one per GPU for multi-GPU nodes)")
-    g.add_argument("--gpus_per_node", type=int, default=0)
-    g.add_argument("--partition", default="")
+    g.add_argument("--gpus_per_node", type=int, default=0, help="GPUs per node (default 0: no --gpus-per-node directive)")
+    g.add_argument("--partition", default="", help="the SLURM partition (default: the cluster's)")
     g.add_argument("--time", default="", help="time limit, e.g. 24:00:00")
     g.add_argument("--sbatch_arg", action="append", default=[], help="another #SBATCH directive, e.g. --sbatch_arg=--account=X (repeatable)")
     g = p.add_argument_group("tpu")
     g.add_argument("--zone", default="", help="the TPU pods' zone")
     g.add_argument("--accelerator", default="", help="e.g. v5p-64")
-    g.add_argument("--project", default="")
+    g.add_argument("--project", default="", help="GCP project (default: gcloud's)")
     g.add_argument("--tpu_prefix", default="", help="TPU VM name prefix (default: the config file's name)")
     g.add_argument("--tpu_arg", action="append", default=[], help="another argument of tpu_pod.py run (repeatable)")
     return p

@@ -1,6 +1,6 @@
 """Train Flow3r on a Cloud TPU pod slice, driving `gcloud` from this machine:
 
-    python launch/tpu_pod.py run --name flow3r-v4 --zone us-central2-b --accelerator v4-32 --spot \\
+    python -m launch.tpu_pod run --name flow3r-v4 --zone us-central2-b --accelerator v4-32 --spot \\
         --workdir gs://BUCKET/runs/large --config configs/flow3r.py:size=large \\
         -- --config.data.sources=/mnt/gcs/BUCKET/data/re10k:1 --config.data.global_batch=256
 
@@ -43,6 +43,10 @@ import sys
 import tempfile
 import time
 
+if __package__ in (None, ""):  # run as a script (python launch/tpu_pod.py): the repository's modules
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from flow3r_jax.cli import ArgumentParser  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ACTIONS = ("create", "setup", "train", "run", "delete")
 REMOTE_DIR = "flow3r_jax"  # under the worker's home directory
@@ -59,8 +63,8 @@ class UsageError(ValueError):
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     doc = __doc__.split("\n\n")
-    p = argparse.ArgumentParser(prog="launch/tpu_pod.py", description=doc[0], epilog="\n\n".join(doc[1:]), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("action", choices=ACTIONS)
+    p = ArgumentParser(module="launch.tpu_pod", description=doc[0], epilog="\n\n".join(doc[1:]), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("action", choices=ACTIONS, help="create | setup | train | run | delete (see below)")
     p.add_argument("--name", required=True, help="TPU VM (and queued resource) name")
     p.add_argument("--zone", required=True, help="e.g. us-central2-b")
     p.add_argument("--project", default=None, help="GCP project (default: gcloud's)")

@@ -15,7 +15,9 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/flow3r.py[:OPTIONS]", lock_config=True)
+from flow3r_jax.cli import absl_flags_parser
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "the experiment config: configs/flow3r.py[:OPTIONS] (e.g. :size=tiny); --config.x=y overrides a field", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "the run's directory (checkpoints, metrics, config)")
 _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", None, "fake CPU devices for this process (tests)")
 
@@ -36,4 +38,4 @@ def main(argv) -> int:
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["config", "workdir"])
-    sys.exit(app.run(main))
+    sys.exit(app.run(main, flags_parser=absl_flags_parser))

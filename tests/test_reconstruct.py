@@ -1,15 +1,26 @@
-"""`python -m flow3r_jax.reconstruct`: clear input errors, and end-to-end runs on a synthetic video
-(per-scene optimiser) and with a tiny random Flow3r checkpoint (feed-forward, refine)."""
+"""`python -m flow3r_jax.reconstruct`: clear input errors, options checked before any work, frame
+subsets, outputs for COLMAP / nerfstudio / depth without stale files, Ctrl-C and SIGTERM, the
+progress bar, the flag style, and end-to-end runs on a synthetic video (per-scene optimiser)
+and with a tiny random Flow3r checkpoint (feed-forward, refine)."""
 
 import json
+import logging
 import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
 
 import cv2
 import numpy as np
 import pytest
 
 from flow3r_jax.data.frames import FrameReadError
-from flow3r_jax.reconstruct import ReconstructionError, flowmap_size, main, read_input_frames
+from flow3r_jax.reconstruct import ReconstructionError, build_parser, flowmap_size, main, read_input_frames
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _write_folder(folder, sizes):
@@ -151,3 +162,405 @@ def test_demo_runs_and_takes_its_flags(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--demo", out, "--steps", "10"])  # --steps is --demo-steps here: refused, not ignored
     assert "does not take --steps" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ options checked up front
+
+
+def _garbage_folder(folder, n=3):
+    """A folder of image files that cannot be read: any reading would report 'unreadable'."""
+    os.makedirs(folder, exist_ok=True)
+    for i in range(n):
+        with open(os.path.join(folder, f"{i:03d}.png"), "wb") as f:
+            f.write(b"not an image")
+    return str(folder)
+
+
+def test_bad_options_are_refused_before_any_frame_is_read(tmp_path, capsys):
+    """Every refusal names the option, its value and the allowed range, with exit status 2; the
+    input's images are garbage, so an error that read them would say 'unreadable'."""
+    imgs = _garbage_folder(tmp_path / "imgs")
+    out = str(tmp_path / "out")
+    base = ["--input", imgs, "--out", out, "--no_progress"]
+    for args, expected in [
+        (["--steps", "0"], "argument --steps: 0 is out of range (allowed: an integer >= 1)"),
+        (["--steps", "many"], "argument --steps: 'many' is not an integer (allowed: an integer >= 1)"),
+        (["--frames", "2"], "argument --frames: 2 is out of range (allowed: an integer >= 3)"),
+        (["--pixels", "100"], "argument --pixels: 100 is out of range (allowed: an integer >= 256)"),
+        (["--ff_pixels", "-5"], "argument --ff_pixels: -5 is out of range (allowed: an integer >= 196)"),
+        (["--model_size", "huge"], "argument --model_size: invalid choice: 'huge'"),
+    ]:
+        with pytest.raises(SystemExit) as exc:
+            main(base + args)
+        assert exc.value.code == 2
+        assert expected in capsys.readouterr().err, args
+    file_out = tmp_path / "a_file"
+    file_out.write_text("x")
+    foreign = tmp_path / "used"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    for args, expected in [
+        (["--config=configs/flowmap.py", "--config.flowmap.lr=-1"], "FlowMapConfig.lr: must be a finite number > 0, got -1"),
+        (["--config=configs/flowmap.py", "--config.pixels=10"], "--pixels 10: must be an integer >= 256"),
+        (["--config=configs/flowmap.py", "--config.flowmap.huber_delta=0"], "FlowMapConfig.huber_delta: must be a finite number > 0"),
+        (["--refine"], "--refine needs --checkpoint"),
+        (["--checkpoint", str(tmp_path / "nope.safetensors")], "nope.safetensors: no such file or directory"),
+        (["--init", str(tmp_path / "nope.npz")], "expected 'pretrained', 'random' or an initialisation .npz file"),
+        (["--frames_from", str(tmp_path / "list.txt")], "--frames_from " + str(tmp_path / "list.txt") + ": no such file"),
+        (["--frames", "4", "--frames_from", __file__], "--frames and --frames_from exclude each other"),
+        (["--checkpoint", __file__, "--explicit_depth"], "--explicit_depth applies to the per-scene optimisation"),
+    ]:
+        assert main(base + args) == 2, args
+        err = capsys.readouterr().err
+        assert expected in err and "unreadable" not in err, (args, err)
+    for out_dir, expected in [
+        (str(file_out), "is a file, not a directory"),
+        (str(file_out / "sub"), f"cannot be created, {file_out} is a file"),
+        (str(foreign), "holds 1 file(s) that reconstruct did not write, e.g. ['notes.txt']"),
+        (imgs, "reconstruct did not write"),  # the input folder itself
+    ]:
+        assert main(["--input", imgs, "--out", out_dir]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and "unreadable" not in err, (out_dir, err)
+    assert (foreign / "notes.txt").read_text() == "keep me" and file_out.read_text() == "x"
+    assert not os.path.exists(out)
+    # The real command: the same refusals and exit status, in a second or two (nothing heavy loaded).
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    for args, expected in [(["--steps", "-3"], "allowed: an integer >= 1"), (["--out", str(file_out)], "is a file, not a directory")]:
+        r = subprocess.run([sys.executable, "-m", "flow3r_jax.reconstruct", "--input", imgs, "--out", out, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and expected in r.stderr, r.stderr
+
+
+# ------------------------------------------------------------------------- frame subsets
+
+
+def test_subsets_read_only_the_kept_frames_and_say_so(tmp_path, caplog, monkeypatch):
+    """A folder of 31 files of which only the kept ones are images (the others would fail if
+    opened); a 40-frame video whose frames are converted only where kept."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(31):
+        path = folder / f"img{k}.png"
+        if k % 10:
+            path.write_bytes(b"garbage")
+        else:
+            cv2.imwrite(str(path), rng.integers(0, 255, (16, 24, 3), dtype=np.uint8))
+    with caplog.at_level(logging.INFO, logger="flow3r_jax.reconstruct"):
+        images, names = read_input_frames(str(folder), frames=4)
+    assert names == ["img0.png", "img10.png", "img20.png", "img30.png"] and images.shape == (4, 16, 24, 3)
+    assert "kept 4 of 31 frames: every 10th" in caplog.text
+    from data_pipelines.synthetic.video import write_video
+
+    video = np.stack([np.full((32, 48, 3), 6 * k, np.uint8) for k in range(40)])
+    path = str(tmp_path / "v.mp4")
+    write_video(path, video, 30.0)
+    from flow3r_jax.data.frames import read_video
+
+    everything, _ = read_video(path)  # the reference: every frame decoded in order
+    retrieved = []
+    real = cv2.VideoCapture
+
+    class Counting:
+        def __init__(self, *a):
+            self._cap = real(*a)
+
+        def retrieve(self, *a):
+            retrieved.append(1)
+            return self._cap.retrieve(*a)
+
+        def read(self, *a):
+            retrieved.append(1)
+            return self._cap.read(*a)
+
+        def __getattr__(self, name):
+            return getattr(self._cap, name)
+
+    monkeypatch.setattr(cv2, "VideoCapture", Counting)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="flow3r_jax.reconstruct"):
+        images, names = read_input_frames(path, frames=5)
+    assert len(retrieved) == 5  # the 35 frames not kept were grabbed, never converted or copied
+    kept = np.round(np.linspace(0, 39, 5)).astype(int)
+    assert names == [f"frame_{k:05d}.png" for k in kept]
+    np.testing.assert_array_equal(images, everything[kept])  # the right frames
+    assert "kept 5 of 40 frames: one in 9.8 on average" in caplog.text
+
+
+# -------------------------------------------------------------------------------- outputs
+
+
+@pytest.fixture(scope="module")
+def small_video(tmp_path_factory):
+    """4 frames of 64 x 96: small enough for explicit-depth runs of a few seconds a step."""
+    from data_pipelines.synthetic import SceneConfig, generate_clip
+    from data_pipelines.synthetic.video import write_video
+
+    cfg = SceneConfig(height=64, width=96, frames=4, dynamic=False, preset="random", kind="room", offsets=(1,), flow_px=(4.0, 8.0))
+    clip = generate_clip(cfg, seed=5)
+    path = str(tmp_path_factory.mktemp("small") / "small.mp4")
+    write_video(path, clip["images"], 30.0)
+    return path
+
+
+def _opencv_to_opengl(T):
+    """nerfstudio's camera axes, written out: x stays, y and z flip (x right, y up, z back)."""
+    G = np.array(T, np.float64)
+    G[:3, 1] *= -1.0
+    G[:3, 2] *= -1.0
+    return G
+
+
+def _check_tool_outputs(out, names):
+    """The COLMAP model's images exist and open, transforms.json is cameras.json in nerfstudio's
+    axes, and the depth maps agree with the COLMAP points seen in each frame."""
+    from flow3r_jax.flowmap.export import read_colmap_model
+
+    with open(os.path.join(out, "cameras.json")) as f:
+        cams = json.load(f)
+    W, H = cams["width"], cams["height"]
+    model = read_colmap_model(os.path.join(out, "sparse", "0"))
+    assert sorted(img[0] for img in model["images"].values()) == sorted(names)
+    for name, *_ in model["images"].values():
+        im = cv2.imread(os.path.join(out, "images", name))
+        assert im is not None and im.shape == (H, W, 3), name
+    assert sorted(os.listdir(os.path.join(out, "images"))) == sorted(names)  # nothing else
+    with open(os.path.join(out, "transforms.json")) as f:
+        tr = json.load(f)
+    assert tr["camera_model"] in ("OPENCV", "PINHOLE") and (tr["w"], tr["h"]) == (W, H)
+    first = cams["frames"][0]
+    assert (tr["fl_x"], tr["fl_y"], tr["cx"], tr["cy"]) == (first["fx"], first["fy"], first["cx"], first["cy"])
+    assert len(tr["frames"]) == len(names)
+    for fr, cam in zip(tr["frames"], cams["frames"]):
+        assert fr["file_path"] == f"images/{cam['image_name']}" and os.path.isfile(os.path.join(out, fr["file_path"]))
+        np.testing.assert_allclose(fr["transform_matrix"], _opencv_to_opengl(cam["camera_to_world"]), atol=1e-12)
+    stems = sorted(os.path.splitext(n)[0] + ".npy" for n in names)
+    assert sorted(os.listdir(os.path.join(out, "depth"))) == stems
+    # Depth: every COLMAP point lies at the depth its frame's map has at the pixel it came from.
+    by_id = {iid: (img[0], img[2], img[3], img[4]) for iid, img in model["images"].items()}
+    checked = 0
+    for iid, (name, c2w, xy, pids) in by_id.items():
+        depth = np.load(os.path.join(out, "depth", os.path.splitext(name)[0] + ".npy"))
+        assert depth.dtype == np.float32
+        h, w = depth.shape
+        for (x, y), pid in list(zip(xy, pids))[:50]:
+            X = model["points3D"][int(pid)][0]
+            z = (np.linalg.inv(c2w) @ np.append(X, 1.0))[2]
+            row, col = int(y * h / H), int(x * w / W)
+            np.testing.assert_allclose(depth[row, col], z, rtol=1e-3)
+            checked += 1
+    assert checked > 20
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    # Every file in the directory is listed as written by this run.
+    listed = set(summary["files"])
+    present = {os.path.relpath(os.path.join(r, f), out) for r, _, fs in os.walk(out) for f in fs}
+    assert present == listed, present ^ listed
+    return summary
+
+
+@pytest.mark.slow
+def test_outputs_for_colmap_nerfstudio_and_depth_and_no_stale_files(small_video, tmp_path, capsys):
+    from flow3r_jax.data.frames import read_video
+
+    out = str(tmp_path / "out")
+    assert main(["--input", small_video, "--out", out, "--steps", "3", "--explicit_depth", "--no_progress"]) == 0
+    names = [f"frame_{k:05d}.png" for k in range(4)]
+    summary = _check_tool_outputs(out, names)
+    assert summary["status"] == "complete" and summary["steps_done"] == 3 and not os.path.exists(os.path.join(out, "PARTIAL"))
+    frames, _ = read_video(small_video)
+    for k, name in enumerate(names):  # the frames used, lossless
+        np.testing.assert_array_equal(cv2.cvtColor(cv2.imread(os.path.join(out, "images", name)), cv2.COLOR_BGR2RGB), frames[k])
+    # The same directory again, now from an image folder (natural order): no file of the video
+    # run is left, and the folder's files are copied as they are.
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    folder_names = ["shot1.png", "shot2.png", "shot10.png", "shot11.png"]
+    for k, name in enumerate(folder_names):
+        cv2.imwrite(str(folder / name), cv2.cvtColor(frames[k], cv2.COLOR_RGB2BGR))
+    assert main(["--input", str(folder), "--out", out, "--steps", "3", "--explicit_depth", "--no_progress"]) == 0
+    summary = _check_tool_outputs(out, folder_names)
+    assert summary["frames"] == folder_names
+    for name in folder_names:
+        assert (folder / name).read_bytes() == open(os.path.join(out, "images", name), "rb").read()
+    # A file reconstruct did not write: refused, nothing touched.
+    with open(os.path.join(out, "notes.txt"), "w") as f:
+        f.write("mine")
+    before = open(os.path.join(out, "cameras.json")).read()
+    capsys.readouterr()
+    assert main(["--input", small_video, "--out", out, "--steps", "3", "--explicit_depth", "--no_progress"]) == 2
+    assert "notes.txt" in capsys.readouterr().err
+    assert open(os.path.join(out, "notes.txt")).read() == "mine" and open(os.path.join(out, "cameras.json")).read() == before
+
+
+# ------------------------------------------------------------------ signals and progress bar
+
+
+class _Live:
+    """`python -m flow3r_jax.reconstruct ARGS` with its output read as it comes: every line and
+    every progress-bar redraw ('\\r') with the time the test saw it."""
+
+    def __init__(self, args):
+        env = {**os.environ, "PYTHONPATH": ROOT, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "flow3r_jax.reconstruct", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.t0 = time.monotonic()
+        self.segments: list[tuple[float, str]] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self):
+        buf = b""
+        while chunk := os.read(self.proc.stdout.fileno(), 4096):
+            buf += chunk
+            *done, buf = re.split(rb"[\r\n]", buf)
+            now = time.monotonic()
+            self.segments += [(now, s.decode(errors="replace")) for s in done if s.strip()]
+        if buf.strip():
+            self.segments.append((time.monotonic(), buf.decode(errors="replace")))
+
+    def wait_for(self, pattern, timeout=600):
+        """(time seen, match) of the first segment matching `pattern`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for t, seg in list(self.segments):
+                m = re.search(pattern, seg)
+                if m:
+                    return t, m
+            if self.proc.poll() is not None and not self._thread.is_alive():
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no {pattern!r} in the output:\n" + "\n".join(s for _, s in self.segments[-40:]))
+
+    def finish(self, timeout=300):
+        rc = self.proc.wait(timeout=timeout)
+        self._thread.join(timeout=10)
+        return rc
+
+    @property
+    def text(self):
+        return "\n".join(s for _, s in self.segments)
+
+
+_STEPS = 100_000
+_BAR = rf"(\d+)/{_STEPS} \["
+
+
+@pytest.fixture(scope="module")
+def sigterm_run(small_video, tmp_path_factory):
+    """A long run (progress bar on) sent SIGTERM once its bar shows 3 steps done."""
+    out = str(tmp_path_factory.mktemp("sigterm") / "out")
+    live = _Live(["--input", small_video, "--out", out, "--steps", str(_STEPS), "--explicit_depth"])
+    deadline = time.monotonic() + 600
+    seen = 0
+    while seen < 3 and time.monotonic() < deadline:
+        _, m = live.wait_for(_BAR)
+        seen = max([int(m2.group(1)) for _, s in list(live.segments) if (m2 := re.search(_BAR, s))] + [0])
+        time.sleep(0.05)
+    t_signal = time.monotonic()
+    live.proc.send_signal(signal.SIGTERM)
+    rc = live.finish()
+    return dict(live=live, out=out, rc=rc, seen=seen, t_signal=t_signal)
+
+
+@pytest.mark.slow
+def test_sigterm_mid_run_stops_promptly_and_writes_a_partial_result(sigterm_run):
+    live, out = sigterm_run["live"], sigterm_run["out"]
+    assert sigterm_run["rc"] == 143, live.text[-3000:]
+    t_stop, m = live.wait_for(r"stopped by SIGTERM after (\d+) of 100000 steps", timeout=1)
+    assert t_stop - sigterm_run["t_signal"] < 5.0  # within about a second of the current stretch
+    done = int(m.group(1))
+    assert sigterm_run["seen"] <= done < _STEPS
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    assert (summary["status"], summary["stopped_by"], summary["steps_done"], summary["steps"]) == ("partial", "SIGTERM", done, _STEPS)
+    assert f"after {done} of {_STEPS}" in open(os.path.join(out, "PARTIAL")).read()
+    with open(os.path.join(out, "flowmap_history.json")) as f:
+        assert len(json.load(f)["loss"]) == done
+    with open(os.path.join(out, "cameras.json")) as f:
+        cams = json.load(f)
+    assert cams["run"]["partial"]["steps_done"] == done and np.all(np.isfinite([fr["camera_to_world"] for fr in cams["frames"]]))
+    _check_tool_outputs(out, [f"frame_{k:05d}.png" for k in range(4)])
+
+
+@pytest.mark.slow
+def test_progress_rate_excludes_compilation(sigterm_run):
+    """The bar says 'compiling' while the first step compiles; its first rate counts only the
+    steps after that: the time it implies is a small part of what the test saw pass since
+    compilation began (which a rate including compilation would at least equal)."""
+    live = sigterm_run["live"]
+    t_compiling, _ = live.wait_for(r"flowmap \(compiling\)", timeout=1)
+    rate = r"(\d+)/100000 \[[\d:]+<[^,]*, +([\d.]+)(step/s|s/step)"
+    t_rate, m = live.wait_for(rate, timeout=1)
+    assert t_compiling < t_rate
+    assert not any(re.search(rate, s) for t, s in live.segments if t < t_compiling)
+    n, value = int(m.group(1)), float(m.group(2))
+    steps_per_s = value if m.group(3) == "step/s" else 1.0 / value
+    seen = t_rate - t_compiling  # compilation + the first steps, by the test's clock
+    assert n / steps_per_s < 0.5 * seen, (n, steps_per_s, seen)
+
+
+@pytest.mark.slow
+def test_sigint_during_compilation_and_before_the_optimisation(small_video, tmp_path):
+    """Ctrl-C while the first step compiles takes effect when compilation returns (no crash):
+    one step is done, written as partial, exit 130. Ctrl-C before the optimisation: nothing is
+    written, and the command says so."""
+    out = str(tmp_path / "compiling")
+    live = _Live(["--input", small_video, "--out", out, "--steps", str(_STEPS), "--explicit_depth"])
+    live.wait_for(r"flowmap: compiling the optimisation")
+    live.proc.send_signal(signal.SIGINT)
+    assert live.finish() == 130, live.text[-3000:]
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    assert (summary["status"], summary["stopped_by"], summary["steps_done"]) == ("partial", "SIGINT", 1)
+    assert "stopped by SIGINT after 1 of 100000 steps" in live.text
+    out = str(tmp_path / "early")
+    live = _Live(["--input", small_video, "--out", out, "--steps", str(_STEPS), "--explicit_depth"])
+    live.wait_for(r"input: .*4 frames of 96x64|input: .*4 frames")
+    live.proc.send_signal(signal.SIGINT)
+    assert live.finish() == 130, live.text[-3000:]
+    assert "interrupted by SIGINT" in live.text and "nothing was written" in live.text
+    assert not os.path.exists(out)
+
+
+# ---------------------------------------------------------------------------- flag style
+
+
+def test_flags_snake_case_with_kebab_aliases_and_help(tmp_path, capsys):
+    p = build_parser()
+    options = [a for a in p._actions if a.option_strings]
+    assert all(a.help for a in options)
+    assert all(s == "-h" or s == "--help" or re.fullmatch(r"--[a-z0-9_]+", s) for a in options for s in a.option_strings)
+    kebab = p.parse_args(["--model-size", "tiny", "--explicit-depth", "--no-progress", "--demo-steps", "5", "--ff-pixels", "300", "--frames-from", "x.txt"])
+    snake = p.parse_args(["--model_size", "tiny", "--explicit_depth", "--no_progress", "--demo_steps", "5", "--ff_pixels", "300", "--frames_from", "x.txt"])
+    assert vars(kebab) == vars(snake)
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: python -m flow3r_jax.reconstruct") and "--frames_from" in text
+    # An old spelling reaches the option (and is refused with the canonical name).
+    imgs = _garbage_folder(tmp_path / "imgs")
+    assert main(["--input", imgs, "--out", str(tmp_path / "o"), "--frames-from", str(tmp_path / "missing.txt")]) == 2
+    assert "--frames_from " + str(tmp_path / "missing.txt") + ": no such file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--input", imgs, "--out", str(tmp_path / "o"), "--ff-pixels", "5"])
+    assert "argument --ff_pixels: 5 is out of range" in capsys.readouterr().err
+    # flowmap.pretrain: the same style.
+    from flow3r_jax.flowmap import pretrain
+
+    pp = pretrain.build_parser()
+    assert all(a.help for a in pp._actions if a.option_strings)
+    assert vars(pp.parse_args(["--out", "x.npz", "--clip-frames", "9", "--depth-weight", "0.5"])) == vars(pp.parse_args(["--out", "x.npz", "--clip_frames", "9", "--depth_weight", "0.5"]))
+    for args, expected in [
+        (["--clip-frames", "1"], "argument --clip_frames: 1 is out of range (allowed: an integer >= 2)"),
+        (["--lr", "0"], "argument --lr: 0 is out of range (allowed: a number > 0.0)"),
+        (["--teacher-share", "1.5"], "allowed: a number >= 0.0 and <= 1.0"),
+        (["--size", "100x30"], "both sides multiples of 16"),
+        (["--frames", "9", "--clip_frames", "8"], "more than --clip_frames"),
+    ]:
+        with pytest.raises(SystemExit) as exc:
+            pretrain.main(["--out", str(tmp_path / "i.npz"), *args])
+        assert exc.value.code == 2 and expected in capsys.readouterr().err, args
+    with pytest.raises(SystemExit):
+        pretrain.main(["--help"])
+    assert capsys.readouterr().out.startswith("usage: python -m flow3r_jax.flowmap.pretrain")

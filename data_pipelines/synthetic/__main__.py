@@ -15,6 +15,7 @@ import time
 
 from tqdm import tqdm
 
+from flow3r_jax.cli import ArgumentParser
 from data_pipelines.synthetic.clip import generate_clip
 from data_pipelines.synthetic.config import KINDS, PRESETS, SceneConfig
 from data_pipelines.synthetic.writer import write_clip, write_readme
@@ -42,8 +43,8 @@ def _ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m data_pipelines.synthetic", description=__doc__.split("\n\n")[0])
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(module="data_pipelines.synthetic", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, type=pathlib.Path, help="output directory (created if missing)")
     p.add_argument("--scenes", type=int, default=1, help="number of scenes (default 1)")
     p.add_argument("--frames", type=int, default=24, help="frames per scene (default 24)")
@@ -53,11 +54,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--preset", choices=PRESETS, default="mixed", help="camera trajectory (default: mixed, one per seed)")
     p.add_argument("--kind", choices=KINDS, default="room", help="room or outdoor (default room)")
     p.add_argument("--offsets", type=_ints, default=(1, 2, 4, 8), help="flow pair offsets (default 1,2,4,8)")
-    p.add_argument("--flow-px", type=_floats, default=(1.0, 30.0), help="min,max target mean consecutive flow, px")
+    p.add_argument("--flow_px", type=_floats, default=(1.0, 30.0), help="min,max target mean consecutive flow, px")
     p.add_argument("--supersample", type=int, default=1, help="colour rays per pixel side (default 1)")
-    p.add_argument("--no-video", action="store_true", help="skip the .mp4")
+    p.add_argument("--no_video", action="store_true", help="skip the .mp4")
     p.add_argument("--compress", action="store_true", help="compress gt.npz (~25%% smaller, much slower)")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None) -> int:

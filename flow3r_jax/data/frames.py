@@ -4,6 +4,10 @@ One reader for the whole project (dataset ingest, `reconstruct`, model inference
 back as uint8 RGB (K, H, W, 3) with their times in seconds. Every problem raises `FrameReadError`
 naming the file and what is wrong (unreadable / corrupt file, truncated video, too few frames,
 mixed frame sizes in a folder) instead of silently skipping data.
+
+Image folders are read in natural order (`frame2.png` before `frame10.png`, `natural_key`).
+Subsets (`indices=`) are read without holding the rest: a folder opens only the selected files,
+a video grabs the skipped frames without converting or copying them.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 
 import cv2
 import numpy as np
@@ -20,12 +25,15 @@ __all__ = [
     "VideoInfo",
     "IMAGE_EXTENSIONS",
     "VIDEO_EXTENSIONS",
+    "natural_key",
     "list_images",
     "read_image",
     "read_image_folder",
     "probe_video",
     "read_video",
     "read_frames",
+    "count_video_frames",
+    "even_indices",
     "official_target_size",
     "resize_frames",
     "load_model_input",
@@ -48,11 +56,31 @@ class VideoInfo:
     width: int
 
 
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key ordering names as people number them: `frame2.png` before `frame10.png`.
+    Digit runs compare as numbers and the rest case-insensitively; ties (`frame01` / `frame1`,
+    `A` / `a`) fall back to the plain name, so the order is total and deterministic."""
+    parts = _DIGITS.split(name)
+    return tuple((0, int(p), "") if i % 2 else (1, 0, p.lower()) for i, p in enumerate(parts)), name
+
+
 def list_images(folder: str) -> list[str]:
-    """Image files of a folder (by extension), sorted by name."""
+    """Image files of a folder (by extension), in natural order (`natural_key`)."""
     if not os.path.isdir(folder):
         raise FrameReadError(f"{folder}: not a directory")
-    return sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
+    names = [f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, f))]
+    return [os.path.join(folder, f) for f in sorted(names, key=natural_key)]
+
+
+def even_indices(count: int, want: int) -> list[int]:
+    """`want` indices evenly spaced over range(count), first and last included (all of them when
+    count <= want)."""
+    if count <= want:
+        return list(range(count))
+    return np.unique(np.round(np.linspace(0, count - 1, want)).astype(int)).tolist()
 
 
 def read_image(path: str) -> np.ndarray:
@@ -66,11 +94,22 @@ def read_image(path: str) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def read_image_folder(folder: str, stride: int = 1, max_frames: int | None = None, fps: float = 30.0):
-    """Frames (K, H, W, 3) uint8, times (K,) (index / fps) and file names of an image folder."""
-    paths = list_images(folder)[::stride]
-    if max_frames is not None:
-        paths = paths[:max_frames]
+def read_image_folder(folder: str, stride: int = 1, max_frames: int | None = None, fps: float = 30.0, indices=None):
+    """Frames (K, H, W, 3) uint8, times (K,) (index / fps) and file names of an image folder.
+
+    `indices` selects images by position in the natural order (sorted, unique); otherwise every
+    `stride`-th image up to `max_frames`. Only the selected files are opened."""
+    paths = list_images(folder)
+    if indices is not None:
+        wanted = sorted(set(int(i) for i in indices))
+        if wanted and (wanted[0] < 0 or wanted[-1] >= len(paths)):
+            raise FrameReadError(f"{folder}: {len(paths)} images, image index {wanted[-1] if wanted[-1] >= len(paths) else wanted[0]} was requested")
+        positions = wanted
+    else:
+        positions = list(range(0, len(paths), stride))
+        if max_frames is not None:
+            positions = positions[:max_frames]
+    paths = [paths[i] for i in positions]
     if not paths:
         raise FrameReadError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)})")
     frames = [read_image(p) for p in paths]
@@ -79,7 +118,7 @@ def read_image_folder(folder: str, stride: int = 1, max_frames: int | None = Non
         first = frames[0].shape
         odd = [os.path.basename(p) for p, f in zip(paths, frames) if f.shape != first]
         raise FrameReadError(f"{folder}: mixed frame sizes: {os.path.basename(paths[0])} is {first[1]}x{first[0]} but {odd[:5]} differ")
-    times = np.arange(len(paths), dtype=np.float64) * stride / fps
+    times = np.asarray(positions, np.float64) / fps
     return np.stack(frames), times.astype(np.float32), [os.path.basename(p) for p in paths]
 
 
@@ -105,12 +144,15 @@ def read_video(path: str, indices=None, stride: int = 1, max_frames: int | None 
     """Decodes a video sequentially. Returns frames (K, H, W, 3) uint8 and times (K,) seconds.
 
     `indices` selects frames by decode index (sorted, unique); otherwise every `stride`-th frame
-    up to `max_frames`. Raises FrameReadError if the file cannot be opened, decodes to fewer than
+    up to `max_frames`. Frames that are not kept are only grabbed (`VideoCapture.grab`: demuxed
+    and decoded by the codec, never converted to RGB or copied out), so memory holds the kept
+    frames only. Raises FrameReadError if the file cannot be opened, decodes to fewer than
     `min_frames` frames, or requested indices lie beyond the decodable end (truncated file).
     """
     info = probe_video(path)
     fps = info.fps if info.fps > 0 else 30.0
     wanted = None if indices is None else sorted(set(int(i) for i in indices))
+    wanted_set = None if wanted is None else set(wanted)
     frames, times = [], []
     cap = cv2.VideoCapture(path)
     index = 0
@@ -120,11 +162,13 @@ def read_video(path: str, indices=None, stride: int = 1, max_frames: int | None 
                 break
             if wanted is None and max_frames is not None and len(frames) >= max_frames:
                 break
-            ok, frame = cap.read()
-            if not ok or frame is None:
+            take = (index in wanted_set) if wanted is not None else (index % stride == 0)
+            if not cap.grab():
                 break
-            take = (index in wanted) if wanted is not None else (index % stride == 0)
             if take:
+                ok, frame = cap.retrieve()
+                if not ok or frame is None:
+                    break
                 frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
                 times.append(index / fps)
             index += 1
@@ -139,13 +183,32 @@ def read_video(path: str, indices=None, stride: int = 1, max_frames: int | None 
     return np.stack(frames), np.asarray(times, np.float32)
 
 
+def count_video_frames(path: str) -> int:
+    """The number of decodable frames, counted by grabbing every frame (no RGB conversion, no
+    copies): exact where the container's `probe_video(path).num_frames` is only a claim."""
+    probe_video(path)
+    cap = cv2.VideoCapture(path)
+    n = 0
+    try:
+        while cap.grab():
+            n += 1
+    finally:
+        cap.release()
+    return n
+
+
 def read_frames(path: str, **kwargs):
-    """A video file or an image folder -> (frames, times, names)."""
+    """A video file or an image folder -> (frames, times, names): a folder's file names, or
+    `frame_NNNNN` (the decode index) for a video."""
     if os.path.isdir(path):
-        return read_image_folder(path, **{k: v for k, v in kwargs.items() if k in ("stride", "max_frames", "fps")})
+        return read_image_folder(path, **{k: v for k, v in kwargs.items() if k in ("stride", "max_frames", "fps", "indices")})
     if path.lower().endswith(VIDEO_EXTENSIONS):
         frames, times = read_video(path, **{k: v for k, v in kwargs.items() if k in ("indices", "stride", "max_frames", "min_frames")})
-        return frames, times, [f"frame_{i:05d}" for i in range(len(frames))]
+        if kwargs.get("indices") is not None:
+            decoded = sorted(set(int(i) for i in kwargs["indices"]))
+        else:
+            decoded = range(0, len(frames) * kwargs.get("stride", 1), kwargs.get("stride", 1))
+        return frames, times, [f"frame_{i:05d}" for i in decoded]
     if not os.path.exists(path):
         raise FrameReadError(f"{path}: no such file or directory")
     raise FrameReadError(f"{path}: not an image folder or a video ({', '.join(VIDEO_EXTENSIONS)})")

@@ -22,7 +22,6 @@ convention of `flow3r_jax.eval.sequence` (cx, cy - 1/2).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -114,13 +113,15 @@ def _read_flow(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m flow3r_jax.eval.synthetic", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True)
-    p.add_argument("--sequences", type=int, default=4)
-    p.add_argument("--frames", type=int, default=8)
-    p.add_argument("--size", default="112x154", help="HxW")
-    p.add_argument("--seed", type=int, default=1000)
-    p.add_argument("--dynamic", action="store_true")
+    from flow3r_jax.cli import ArgumentParser
+
+    p = ArgumentParser(module="flow3r_jax.eval.synthetic", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="directory to write the benchmark into (one folder per sequence)")
+    p.add_argument("--sequences", type=int, default=4, help="number of sequences (default 4)")
+    p.add_argument("--frames", type=int, default=8, help="frames per sequence (default 8)")
+    p.add_argument("--size", default="112x154", help="frame size HxW (default 112x154)")
+    p.add_argument("--seed", type=int, default=1000, help="random seed of the scenes (default 1000)")
+    p.add_argument("--dynamic", action="store_true", help="include moving objects (default: static scenes)")
     a = p.parse_args(argv)
     try:
         H, W = (int(v) for v in a.size.lower().split("x"))

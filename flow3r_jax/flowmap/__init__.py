@@ -4,8 +4,9 @@ Intrinsics, and Depth via Gradient Descent", 3DV 2025) as one compiled JAX progr
 Depth is the only free variable: every step, camera poses come from weighted Procrustes on the
 depth and the backward flow of consecutive frames (chained with an associative scan), the focal
 length from a soft-min over candidates (then, from step 1000, a free parameter), and the loss is
-the pose-induced flow against the given flow (plus point tracks when given). The whole run is a
-`lax.scan` inside one `jax.jit`; `optimize_scenes` vmaps it over several scenes.
+the pose-induced flow against the given flow (plus point tracks when given). Stretches of steps
+run as one loop inside one `jax.jit`, the host reporting progress and asking whether to stop in
+between; `optimize_scenes` vmaps it over several scenes.
 
     from flow3r_jax.flowmap import FlowMapConfig, make_scene_inputs, optimize_scene, load_init, init_params
 
@@ -20,29 +21,42 @@ gradient stays fast inside the compiled loop on CPU), `depth_net` (depth CNN, ex
 soft-min), `poses` (Procrustes from depth + flow, chaining), `losses` (flow, tracks,
 photometric mask), `inputs` (validated scene inputs), `optimize` (the compiled run, vmap),
 `pretrain` (FlowMap's pretraining recipe on synthetic scenes), `weights` (initialisation files),
-`metrics` (trajectory / focal errors), `export` (cameras.json, COLMAP model), `ply`, `plot`.
+`metrics` (trajectory / focal errors), `export` (cameras.json, transforms.json, COLMAP model),
+`ply`, `plot`, `outputs` (the files `reconstruct` writes), `outdir` (its output directory:
+checks, staging, no stale files).
 The command line is `python -m flow3r_jax.reconstruct`.
 """
 
-from flow3r_jax.flowmap.config import FlowMapConfig
-from flow3r_jax.flowmap.inputs import InputError, SceneInputs, consecutive_flows, make_scene_inputs, stack_scenes
-from flow3r_jax.flowmap.optimize import FlowMapResult, StepMetrics, forward, init_params, optimize_scene, optimize_scenes
-from flow3r_jax.flowmap.weights import DEFAULT_INIT, load_init, save_init
+import importlib
 
-__all__ = [
-    "FlowMapConfig",
-    "SceneInputs",
-    "InputError",
-    "make_scene_inputs",
-    "consecutive_flows",
-    "stack_scenes",
-    "FlowMapResult",
-    "StepMetrics",
-    "forward",
-    "init_params",
-    "optimize_scene",
-    "optimize_scenes",
-    "load_init",
-    "save_init",
-    "DEFAULT_INIT",
-]
+# name -> module; imported on first use, so that light modules (`outdir`, `export`, `ply`) load
+# without JAX (the command line checks its output directory before anything heavy is imported).
+_EXPORTS = {
+    "FlowMapConfig": "config",
+    "SceneInputs": "inputs",
+    "InputError": "inputs",
+    "make_scene_inputs": "inputs",
+    "consecutive_flows": "inputs",
+    "stack_scenes": "inputs",
+    "FlowMapResult": "optimize",
+    "StepMetrics": "optimize",
+    "forward": "optimize",
+    "init_params": "optimize",
+    "optimize_scene": "optimize",
+    "optimize_scenes": "optimize",
+    "load_init": "weights",
+    "save_init": "weights",
+    "DEFAULT_INIT": "weights",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

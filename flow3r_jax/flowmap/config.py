@@ -12,6 +12,7 @@ change recompiles; the arrays of a scene never do.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 __all__ = ["FlowMapConfig"]
 
@@ -66,7 +67,9 @@ class FlowMapConfig:
         coordinates (pixel displacement / sqrt(H W)), divided by delta.
       track_weight, track_after: 100 x the same mapping on point tracks, from step 50.
     Monitoring:
-      progress_every: call the host progress callback every this many steps (0: never).
+      progress_every: at most this many steps between two host calls (progress report and
+        stop check, `optimize.optimize_scene`); 0 (default): about `optimize.CHUNK_SECONDS`
+        of steps, and at most 256.
     """
 
     steps: int = 2000
@@ -115,6 +118,16 @@ class FlowMapConfig:
             )
         if self.procrustes_edge is not None and not self.procrustes_edge > 0:
             raise ValueError(f"FlowMapConfig.procrustes_edge: must be None or positive, got {self.procrustes_edge!r}")
+        for name in ("lr", "huber_delta", "softmin_temperature", "explicit_initial_depth"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"FlowMapConfig.{name}: must be a finite number > 0, got {v!r}")
+        for name in ("flow_weight", "track_weight", "track_after", "progress_every"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"FlowMapConfig.{name}: must be a finite number >= 0, got {v!r}")
+        if not 0 <= self.weight_clip < 1:
+            raise ValueError(f"FlowMapConfig.weight_clip: must be in [0, 1), got {self.weight_clip!r}")
         if self.focal_lr is not None and not self.focal_lr > 0:
             raise ValueError(f"FlowMapConfig.focal_lr: must be None or positive, got {self.focal_lr!r}")
         if self.fixed_focal is not None and not self.fixed_focal > 0:

@@ -1,5 +1,6 @@
-"""Writing reconstructions: `cameras.json` and a COLMAP sparse model (binary or text), plus a
-reader of the same COLMAP files (for round-trip tests and tools without pycolmap).
+"""Writing reconstructions: `cameras.json`, a nerfstudio `transforms.json` and a COLMAP sparse
+model (binary or text), plus a reader of the same COLMAP files (for round-trip tests and tools
+without pycolmap).
 
 Conventions: poses are flow3r_jax camera-to-world 4x4 matrices with OpenCV axes; COLMAP stores
 world-to-camera rotations as unit quaternions (w, x, y, z) and translations, with the same
@@ -10,6 +11,12 @@ COLMAP model (`sparse/0`, written as COLMAP 3.x's cameras / images / points3D fi
 current COLMAP and pycolmap read, adding a trivial rig per camera): one PINHOLE camera shared by
 all images; each image lists its 2D observations of the exported 3D points; each 3D point has a
 track of length one (the frame its depth came from), colour and zero error.
+
+nerfstudio (`transforms.json`): camera-to-world matrices with OpenGL camera axes (x right, y up,
+z back), i.e. ours times diag(1, -1, -1, 1) (`opencv_to_opengl`); the world frame is ours, as it
+is (nerfstudio's data parser re-orients and re-centres it by default). Intrinsics are the
+PINHOLE camera's, written as nerfstudio's "OPENCV" model with zero distortion; nerfstudio also
+puts pixel centres at +0.5, so cx, cy transfer unchanged.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import struct
 
 import numpy as np
 
-__all__ = ["CameraModel", "write_cameras_json", "write_colmap_model", "read_colmap_model", "ColmapModel"]
+__all__ = ["CameraModel", "write_cameras_json", "write_transforms_json", "opencv_to_opengl", "write_colmap_model", "read_colmap_model", "ColmapModel"]
 
 _PINHOLE = 1  # COLMAP camera model ids
 _SIMPLE_PINHOLE = 0
@@ -95,6 +102,53 @@ def write_cameras_json(path: str, names: list[str], poses: np.ndarray, camera: C
             }
             for n, T in zip(names, poses)
         ],
+    }
+    if extra:
+        doc.update(extra)
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1)
+
+
+def opencv_to_opengl(c2w: np.ndarray) -> np.ndarray:
+    """Camera-to-world (..., 4, 4) with OpenCV camera axes -> the same cameras with OpenGL axes
+    (x right, y up, z back): the camera's y and z columns change sign."""
+    return np.asarray(c2w, np.float64) @ np.diag([1.0, -1.0, -1.0, 1.0])
+
+
+def write_transforms_json(
+    path: str,
+    file_paths: list[str],
+    poses: np.ndarray,
+    camera: CameraModel,
+    depth_paths: list[str] | None = None,
+    extra: dict | None = None,
+) -> None:
+    """nerfstudio's `transforms.json`: shared intrinsics (fl_x fl_y cx cy w h, camera_model
+    OPENCV with zero distortion) and per frame the image `file_path` (relative to the file's
+    folder), the OpenGL-axes camera-to-world `transform_matrix` and, when given,
+    `depth_file_path`."""
+    poses = opencv_to_opengl(poses)
+    if len(file_paths) != len(poses) or (depth_paths is not None and len(depth_paths) != len(poses)):
+        raise ValueError(f"write_transforms_json: {len(file_paths)} images, {len(poses)} poses, {None if depth_paths is None else len(depth_paths)} depth maps")
+    frames = []
+    for k, (fp, T) in enumerate(zip(file_paths, poses)):
+        frame = {"file_path": str(fp), "transform_matrix": [[float(v) for v in row] for row in T]}
+        if depth_paths is not None:
+            frame["depth_file_path"] = str(depth_paths[k])
+        frames.append(frame)
+    doc = {
+        "camera_model": "OPENCV",
+        "fl_x": float(camera["fx"]),
+        "fl_y": float(camera["fy"]),
+        "cx": float(camera["cx"]),
+        "cy": float(camera["cy"]),
+        "w": int(camera["width"]),
+        "h": int(camera["height"]),
+        "k1": 0.0,
+        "k2": 0.0,
+        "p1": 0.0,
+        "p2": 0.0,
+        "frames": frames,
     }
     if extra:
         doc.update(extra)

@@ -10,10 +10,14 @@ Every step (official `model.py` + `model_wrapper_overfit.py`):
   5. Adam (lr 3e-5) on the model parameters and, in stage 2, on the focal.
 
 Stage switches are functions of the step counter (`lax.cond`, `jnp.where`), and the soft-min
-window is a running sum in the carry, so the whole run is a `lax.scan` over steps inside one
-`jax.jit`: no Python state, no retracing, and `jax.vmap` runs several scenes at once. The free
-focal has its own Adam state, reset at the switch, as in FlowMap where that parameter receives
-its first gradient (and hence its first Adam step) at step 1000.
+window is a running sum in the carry, so a stretch of steps is one loop inside one `jax.jit`
+(`_advance`: the first step index and the number of steps are arguments, so any stretch runs
+the same compiled program): no Python state, no retracing, and `jax.vmap` runs several scenes
+at once. The host calls it for stretches of about half a second (`CHUNK_SECONDS`; the first
+call, which compiles, runs one step), reports progress and asks `stop()` between calls, so a
+run can end early with the state reached (`FlowMapResult.steps_done`). The free focal has its
+own Adam state, reset at the switch, as in FlowMap where that parameter receives its first
+gradient (and hence its first Adam step) at step 1000.
 
 The step's random pixel set comes from `fold_in(key, step)`, so runs are reproducible and a
 vmapped run equals separate runs with the same keys.
@@ -25,9 +29,9 @@ history (loss, flow loss, track loss, focal).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
+import time
 from typing import Callable, NamedTuple
 
 import jax
@@ -53,8 +57,11 @@ __all__ = [
     "forward",
     "optimize_scene",
     "optimize_scenes",
-    "progress_sink",
+    "CHUNK_SECONDS",
 ]
+
+CHUNK_SECONDS = 0.5  # host-side time between progress reports / stop checks during a run
+_MAX_CHUNK = 256  # most steps per compiled call (the size of its history buffers)
 
 
 class StepMetrics(NamedTuple):
@@ -79,8 +86,9 @@ class FlowMapResult(NamedTuple):
     focal: jax.Array  # () FlowMap units
     intrinsics: jax.Array  # (3, 3) pixels
     weights: jax.Array  # (F-1, P) correspondence weights at the Procrustes pixels
-    history: StepMetrics  # each (steps, ...): the values of every step (poses (steps, F, 4, 4))
+    history: StepMetrics  # each (steps_done, ...): the values of every step run (poses (steps_done, F, 4, 4))
     params: nnx.State  # final model parameters
+    steps_done: int | None = None  # steps run: cfg.steps, or fewer when `stop()` ended the run
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -131,29 +139,6 @@ def _optimizer(cfg: FlowMapConfig, focal: bool = False) -> optax.GradientTransfo
 def _initial_state(cfg: FlowMapConfig, params: nnx.State) -> RunState:
     focal = jnp.zeros((), jnp.float32)
     return RunState(params, _optimizer(cfg).init(params), focal, _optimizer(cfg, focal=True).init(focal), jnp.zeros((), jnp.float32))
-
-
-# ---------------------------------------------------------------------------- progress
-
-_SINK: list[Callable[[int, float], None] | None] = [None]
-
-
-def _report(step, loss):
-    sink = _SINK[0]
-    if sink is not None:
-        sink(int(np.asarray(step).reshape(-1)[0]), float(np.mean(np.asarray(loss))))
-
-
-@contextlib.contextmanager
-def progress_sink(fn: Callable[[int, float], None] | None):
-    """Routes the compiled program's progress reports (step, mean loss over scenes) to fn while
-    the block runs; `FlowMapConfig.progress_every` sets how often they are made."""
-    previous = _SINK[0]
-    _SINK[0] = fn
-    try:
-        yield
-    finally:
-        _SINK[0] = previous
 
 
 # ---------------------------------------------------------------------------- one step
@@ -289,27 +274,37 @@ def _train_step(graphdef, cfg: FlowMapConfig, inputs: SceneInputs, key, state: R
         in_window = (step >= after - cfg.focal_regression_window) & (step < after)
         window_sum = window_sum + jnp.where(in_window, soft, 0.0)
 
-    if cfg.progress_every:
-        jax.lax.cond(
-            (step % cfg.progress_every == 0) | (step == cfg.steps - 1),
-            lambda: jax.debug.callback(_report, step, metrics.loss),
-            lambda: None,
-        )
     return RunState(params, adam, focal_param, focal_adam, window_sum), metrics
 
 
-def _run(graphdef, cfg: FlowMapConfig, params: nnx.State, inputs: SceneInputs, key: jax.Array) -> FlowMapResult:
-    state = _initial_state(cfg, params)
-    step_fn = functools.partial(_train_step, graphdef, cfg, inputs, key)
-    state, history = jax.lax.scan(step_fn, state, jnp.arange(cfg.steps, dtype=jnp.int32))
-    final_step = jnp.asarray(cfg.steps, jnp.int32)
+def _outputs(graphdef, cfg: FlowMapConfig, inputs: SceneInputs, key, state: RunState, step):
+    """(depth, poses, focal, K, weights) at the parameters of `state`, reached after `step` steps."""
     focal = state.focal
-    if cfg.regression_active and inputs.focal is None and cfg.steps == cfg.focal_regression_after:
-        # The run ends exactly at the switch: the outputs use the free focal's starting value
-        # (what step `steps` would use), which no step has set yet.
-        focal = state.window_sum / cfg.focal_regression_window
-    _, (metrics, _, depth, poses, K, weights) = forward(graphdef, cfg, state.params, focal, inputs, final_step, key)
-    return FlowMapResult(depth, poses, metrics.focal, K, weights, history, state.params)
+    if cfg.regression_active and inputs.focal is None:
+        # Stopped exactly at the switch: the outputs use the free focal's starting value (what
+        # step `step` would use), which no step has set yet.
+        focal = jnp.where(step == cfg.focal_regression_after, state.window_sum / cfg.focal_regression_window, focal)
+    _, (metrics, _, depth, poses, K, weights) = forward(graphdef, cfg, state.params, focal, inputs, step, key)
+    return depth, poses, metrics.focal, K, weights
+
+
+def _advance(graphdef, cfg: FlowMapConfig, capacity: int, state: RunState, inputs: SceneInputs, key, first, count, finish):
+    """Steps `first` .. `first + count - 1` (count <= capacity) from `state`. Returns the new
+    state, the metrics of those steps in the first `count` rows of (capacity, ...) buffers, and,
+    when `finish`, the outputs at the parameters reached (`_outputs`; zeros otherwise)."""
+    step_fn = functools.partial(_train_step, graphdef, cfg, inputs, key)
+    shapes = jax.eval_shape(step_fn, state, first)[1]
+    buffers = jax.tree.map(lambda a: jnp.zeros((capacity, *a.shape), a.dtype), shapes)
+
+    def body(i, carry):
+        state, buffers = carry
+        state, metrics = step_fn(state, first + i)
+        return state, jax.tree.map(lambda b, m: b.at[i].set(m), buffers, metrics)
+
+    state, buffers = jax.lax.fori_loop(0, count, body, (state, buffers))
+    out = functools.partial(_outputs, graphdef, cfg, inputs, key, state, first + count)
+    zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(out))
+    return state, buffers, jax.lax.cond(finish, out, lambda: zeros)
 
 
 def compiler_options() -> dict[str, str]:
@@ -321,10 +316,60 @@ def compiler_options() -> dict[str, str]:
     return {"xla_cpu_experimental_ynn_fusion_type": ""} if jax.default_backend() == "cpu" else {}
 
 
+def _capacity(cfg: FlowMapConfig) -> int:
+    return min(cfg.steps, cfg.progress_every or _MAX_CHUNK)
+
+
 @functools.lru_cache(maxsize=16)
 def _compiled(graphdef, cfg: FlowMapConfig, batched: bool):
-    fn = functools.partial(_run, graphdef, cfg)
-    return jax.jit(jax.vmap(fn) if batched else fn, compiler_options=compiler_options())
+    """(start: params -> RunState, advance: `_advance`), jitted (and vmapped over scenes)."""
+    start = functools.partial(_initial_state, cfg)
+    advance = functools.partial(_advance, graphdef, cfg, _capacity(cfg))
+    if batched:
+        start = jax.vmap(start)
+        advance = jax.vmap(advance, in_axes=(0, 0, 0, None, None, None))
+    options = compiler_options()
+    return jax.jit(start, compiler_options=options), jax.jit(advance, compiler_options=options)
+
+
+def _next_count(count: int, seconds: float, capacity: int) -> int:
+    """Steps for the next call: about CHUNK_SECONDS of them at the last call's pace, growing at
+    most twofold per call."""
+    per_step = max(seconds / max(count, 1), 1e-6)
+    return int(max(1, min(capacity, 2 * count, CHUNK_SECONDS / per_step)))
+
+
+def _drive(compiled, cfg: FlowMapConfig, params, inputs: SceneInputs, key, batched: bool, progress, stop) -> FlowMapResult:
+    """The host loop: stretches of steps until `cfg.steps` are done or `stop()` says so (asked
+    between calls, never inside one; at least one step runs), then the outputs."""
+    start, advance = compiled
+    state = start(params)
+    capacity = _capacity(cfg)
+    axis = 1 if batched else 0
+    chunks, done, count, outputs = [], 0, 1, None
+    while done < cfg.steps:
+        if done and stop is not None and stop():
+            break
+        count = min(count, cfg.steps - done)
+        finish = done + count == cfg.steps
+        t0 = time.perf_counter()
+        state, buffers, out = advance(state, inputs, key, jnp.int32(done), jnp.int32(count), finish)
+        metrics = jax.device_get(buffers)  # waits for the stretch
+        seconds = time.perf_counter() - t0
+        chunks.append(jax.tree.map(lambda b: np.take(b, np.arange(count), axis=axis), metrics))
+        if finish:
+            outputs = out
+        if progress is not None:
+            progress(done + count - 1, float(np.mean(np.take(metrics.loss, count - 1, axis=axis))))
+        # The first call compiles, so its time says nothing about the pace: the second runs one
+        # step too, and later ones are sized by the pace of the one before.
+        ran, done = count, done + count
+        count = _next_count(ran, seconds, capacity) if len(chunks) > 1 else 1
+    if outputs is None:
+        _, _, outputs = advance(state, inputs, key, jnp.int32(done), jnp.int32(0), True)
+    history = jax.tree.map(lambda *xs: np.concatenate(xs, axis=axis), *chunks)
+    depth, poses, focal, K, weights = outputs
+    return FlowMapResult(depth, poses, focal, K, weights, history, state.params, done)
 
 
 # ------------------------------------------------------------------------------ public
@@ -340,17 +385,22 @@ def optimize_scene(
     params: nnx.State | None = None,
     key: jax.Array | int = 0,
     progress: Callable[[int, float], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> FlowMapResult:
-    """Runs the whole optimisation of one scene as one compiled program. `params` default to a
+    """Runs the optimisation of one scene with one compiled program. `params` default to a
     random initialisation from `key` (FlowMap's from-scratch setting); pass
-    `init_params(..., pretrained=weights.load_init())` for the pretrained start."""
+    `init_params(..., pretrained=weights.load_init())` for the pretrained start.
+
+    `progress(step, loss)` is called on the host after every stretch of steps (the index of its
+    last step and that step's loss; the first call comes after compilation and one step).
+    `stop()` is asked between stretches (about every `CHUNK_SECONDS`); when it returns True the
+    run ends there, and the result holds the state reached (`steps_done` < `cfg.steps`)."""
     F, (H, W) = inputs.num_frames, inputs.image_shape
     key = _key(key)
     if params is None:
         params = init_params(cfg, F, (H, W), jax.random.fold_in(key, 1), base_depth=inputs.base_depth)
     graphdef, _ = abstract_model(cfg, F, (H, W))
-    with progress_sink(progress):
-        return _compiled(graphdef, cfg, False)(params, inputs, key)
+    return _drive(_compiled(graphdef, cfg, False), cfg, params, inputs, key, False, progress, stop)
 
 
 def optimize_scenes(
@@ -359,9 +409,11 @@ def optimize_scenes(
     params: nnx.State | None = None,
     keys: jax.Array | None = None,
     progress: Callable[[int, float], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> FlowMapResult:
-    """`optimize` over S stacked scenes (`inputs.stack_scenes`) at once with `jax.vmap`:
-    params and keys carry a leading S axis (a single unstacked params state is broadcast)."""
+    """`optimize_scene` over S stacked scenes (`inputs.stack_scenes`) at once with `jax.vmap`:
+    params and keys carry a leading S axis (a single unstacked params state is broadcast).
+    `progress` receives the mean loss over the scenes; `stop` ends every scene at once."""
     S = inputs.images.shape[0]
     F, (H, W) = inputs.images.shape[1], inputs.images.shape[2:4]
     if keys is None:
@@ -371,8 +423,7 @@ def optimize_scenes(
         params = jax.vmap(lambda k, b: init_params_traced(cfg, F, (H, W), k, b))(keys, inputs.base_depth)
     elif jax.tree.leaves(params)[0].shape == jax.tree.leaves(abstract)[0].shape:
         params = jax.tree.map(lambda a: jnp.broadcast_to(a, (S,) + a.shape), params)
-    with progress_sink(progress):
-        return _compiled(graphdef, cfg, True)(params, inputs, keys)
+    return _drive(_compiled(graphdef, cfg, True), cfg, params, inputs, keys, True, progress, stop)
 
 
 def init_params_traced(cfg, num_frames, image_shape, key, base_depth=None):

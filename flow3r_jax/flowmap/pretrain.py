@@ -20,7 +20,7 @@ soft-min (the default here; `--softmin` is FlowMap's way, and the shipped file w
 it), and `depth_weight` (off by default) adds a supervised scale-invariant depth term on the
 pool's true depth, standing in for the supervised depth training FlowMap's MiDaS-small backbone
 had before FlowMap's self-supervised fine-tuning. Neither gave a better initialisation on the
-accuracy benchmark (README).
+accuracy benchmark (docs/flowmap_accuracy.md).
 
     python -m flow3r_jax.flowmap.pretrain --out flow3r_jax/flowmap/assets/pretrained_init.npz
 
@@ -36,6 +36,7 @@ import functools
 import json
 import logging
 import math
+import os
 import time
 from typing import NamedTuple
 
@@ -230,7 +231,7 @@ def pretrain(pool, cfg: PretrainConfig = PretrainConfig(), params: nnx.State | N
 def build_synthetic_pool(num_clips: int, frames: int, height: int, width: int, seed: int = 10_000, teacher_share: float = 0.5, flow_px=(2.0, 12.0)):
     """A pool of static synthetic room clips (seeds seed, seed + 1, ...; the accuracy benchmark
     holds out seeds below 1000). A `teacher_share` of the clips carry OpenCV DIS flow instead
-    of the exact flow. The pool carries the true depth (0 where unknown) for `--depth-weight`."""
+    of the exact flow. The pool carries the true depth (0 where unknown) for `--depth_weight`."""
     from data_pipelines.flow_teacher import DISTeacher, compute_pair_flows  # offline data side
     from data_pipelines.synthetic import SceneConfig, generate_clip
 
@@ -262,43 +263,85 @@ class _StopPretraining(Exception):
     pass
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description="Pretrain the FlowMap depth CNN + correspondence MLP on synthetic scenes.")
+def _number(kind, low=None, high=None, low_open=False):
+    """argparse `type`: an int or float in [low, high] ((low, high] with `low_open`), refused
+    with the allowed range otherwise."""
+    lo = "" if low is None else f"{'>' if low_open else '>='} {low}"
+    hi = "" if high is None else f"<= {high}"
+    allowed = f"{'an integer' if kind is int else 'a number'}{' ' + lo if lo else ''}{' and ' + hi if lo and hi else (' ' + hi if hi else '')}"
+
+    def parse(text):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {allowed}") from None
+        if not math.isfinite(v) or (low is not None and (v <= low if low_open else v < low)) or (high is not None and v > high):
+            raise argparse.ArgumentTypeError(f"{text} is out of range (allowed: {allowed})")
+        return v
+
+    return parse
+
+
+def _size(text: str) -> tuple[int, int]:
+    """argparse `type` of --size: HxW, both positive multiples of 16 (the depth CNN's stride)."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HxW (e.g. 160x224)") from None
+    if h < 16 or w < 16 or h % 16 or w % 16:
+        raise argparse.ArgumentTypeError(f"{text} is out of range (allowed: HxW with both sides multiples of 16, at least 16)")
+    return h, w
+
+
+def build_parser():
+    from flow3r_jax.cli import ArgumentParser
+
+    p = ArgumentParser(module="flow3r_jax.flowmap.pretrain", description="Pretrain the FlowMap depth CNN + correspondence MLP on synthetic scenes.")
     p.add_argument("--out", required=True, help="output .npz (e.g. flow3r_jax/flowmap/assets/pretrained_init.npz)")
-    p.add_argument("--clips", type=int, default=400)
-    p.add_argument("--clip-frames", type=int, default=12)
-    p.add_argument("--size", default="160x224", help="HxW")
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--frames", type=int, default=8)
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--chunk", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--pool-seed", type=int, default=10_000)
-    p.add_argument("--teacher-share", type=float, default=0.5)
-    p.add_argument("--pool-cache", default=None, help="save / reuse the clip pool here (.npz)")
-    p.add_argument("--refresh", type=int, default=0, help="render a fresh pool of --clips scenes every this many steps (0: one pool)")
+    p.add_argument("--clips", type=_number(int, 1), default=400, help="synthetic clips in the pool, >= 1 (default 400)")
+    p.add_argument("--clip_frames", type=_number(int, 2), default=12, help="frames per pool clip, >= 2 and >= --frames (default 12)")
+    p.add_argument("--size", type=_size, default=(160, 224), metavar="HxW", help="clip size HxW, multiples of 16 (default 160x224)")
+    p.add_argument("--steps", type=_number(int, 1), default=3000, help="training steps, >= 1 (default 3000; the learning-rate schedule spans them)")
+    p.add_argument("--batch", type=_number(int, 1), default=4, help="clips per step, >= 1 (default 4)")
+    p.add_argument("--frames", type=_number(int, 2), default=8, help="frames per training clip, >= 2 (default 8, FlowMap's)")
+    p.add_argument("--lr", type=_number(float, 0.0, low_open=True), default=3e-4, help="peak learning rate, > 0 (default 3e-4; cosine decay to a tenth)")
+    p.add_argument("--chunk", type=_number(int, 1), default=100, help="steps per compiled call (and per log line / checkpoint), >= 1 (default 100)")
+    p.add_argument("--seed", type=_number(int, 0), default=0, help="seed of the initialisation and the batches, >= 0")
+    p.add_argument("--pool_seed", type=_number(int, 0), default=10_000, help="seed of the first pool scene, >= 0 (default 10000; the accuracy benchmark holds out seeds below 1000)")
+    p.add_argument("--teacher_share", type=_number(float, 0.0, 1.0), default=0.5, help="share of the clips with OpenCV DIS flow instead of the exact flow, in [0, 1] (default 0.5)")
+    p.add_argument("--pool_cache", default=None, help="save / reuse the clip pool here (.npz)")
+    p.add_argument("--refresh", type=_number(int, 0), default=0, help="render a fresh pool of --clips scenes every this many steps, >= 0 (0: one pool)")
     p.add_argument("--init", default=None, help="continue from this initialisation file")
     p.add_argument("--softmin", action="store_true", help="estimate each clip's focal by the soft-min (FlowMap's pretraining) instead of using the known one")
     p.add_argument(
-        "--depth-weight",
-        type=float,
+        "--depth_weight",
+        type=_number(float, 0.0),
         default=0.0,
-        help="add this weight x a scale-invariant log-depth loss on the synthetic true depth (a stand-in for FlowMap's supervised MiDaS prior; 0: self-supervised only)",
+        help="add this weight (>= 0) x a scale-invariant log-depth loss on the synthetic true depth (a stand-in for FlowMap's supervised MiDaS prior; 0: self-supervised only)",
     )
-    p.add_argument("--stop-after", type=int, default=None, help="stop after this many steps (the learning-rate schedule still spans --steps)")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    H, W = (int(v) for v in args.size.lower().split("x"))
+    p.add_argument("--stop_after", type=_number(int, 1), default=None, help="stop after this many steps, >= 1 (the learning-rate schedule still spans --steps)")
+    return p
 
-    import os
+
+def main(argv=None) -> None:
+    p = build_parser()
+    args = p.parse_args(argv)
+    if args.frames > args.clip_frames:
+        p.error(f"--frames {args.frames} is more than --clip_frames {args.clip_frames} (allowed: 2 <= --frames <= --clip_frames)")
+    if args.init is not None and not os.path.isfile(args.init):
+        p.error(f"--init {args.init}: no such file")
+    parent = os.path.dirname(os.path.abspath(args.out))
+    if os.path.isdir(args.out) or not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        p.error(f"--out {args.out}: needs a file path in an existing, writable directory")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    H, W = args.size
 
     if args.pool_cache and os.path.isfile(args.pool_cache):
         with np.load(args.pool_cache) as d:
             pool = ClipPool(d["images"], d["flow_fw"], d["flow_bw"], d["focal"], d["depth"] if "depth" in d.files else None)
         log.info("pool: loaded %s (%d clips)", args.pool_cache, len(pool.images))
         if args.depth_weight > 0 and pool.depth is None:
-            raise SystemExit(f"{args.pool_cache}: this pool cache has no true depth, which --depth-weight needs; rebuild it (delete the file)")
+            raise SystemExit(f"{args.pool_cache}: this pool cache has no true depth, which --depth_weight needs; rebuild it (delete the file)")
     else:
         pool = build_synthetic_pool(args.clips, args.clip_frames, H, W, args.pool_seed, args.teacher_share)
         if args.pool_cache:

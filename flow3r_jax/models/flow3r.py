@@ -1,11 +1,15 @@
 """Flow3r: the pi^3 multi-view trunk plus a flow head, as one Flax NNX module.
 
-`Flow3r(cfg, rngs=...)(images, pairs=None)` with images (B, N, H, W, 3) in [0, 1] (H, W multiples
-of 14) returns per frame `local_points` (B, N, H, W, 3) in the frame's camera, `camera_poses`
+`Flow3r(cfg, rngs=...)(images, pairs=None)` with images (B, N, H, W, 3), floating point in [0, 1]
+(H, W multiples of 14) returns per frame `local_points` (B, N, H, W, 3) in the frame's camera, `camera_poses`
 (B, N, 4, 4) camera-to-world, `points` (the poses applied to the local points) and `conf`
 (B, N, H, W, 1) logits; with `pairs` (B, S, 2) int32 also `flow` (B, S, H, W, 2): frame i's
 pixels' absolute positions in frame j in the official NDC convention. There is no reference
 frame: outputs are equivariant to permutations of the frames.
+
+Inputs are checked at this boundary (`flow3r_jax.models.inputs`): wrong shapes or dtypes (uint8
+images, float or bool pairs) always raise `ModelInputError`; values (NaN / inf, images outside
+[0, 1], pair indices outside [0, N)) are checked when the call is eager, not on jit tracers.
 """
 
 from __future__ import annotations
@@ -21,23 +25,12 @@ from flow3r_jax.models.decoder import Decoder
 from flow3r_jax.models.encoder import Encoder
 from flow3r_jax.models.flow_head import FactoredFlowHead
 from flow3r_jax.models.heads import CameraHead, HeadDecoder, PixelShuffleHead
+from flow3r_jax.models.inputs import check_image_shape, check_images, check_pairs
 
 __all__ = ["Flow3r", "IMAGENET_MEAN", "IMAGENET_STD", "check_image_shape"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def check_image_shape(shape: tuple[int, ...], patch: int = 14) -> None:
-    """Raises ValueError unless shape is (B, N, H, W, 3) with H and W positive multiples of patch."""
-    if len(shape) != 5 or shape[-1] != 3:
-        raise ValueError(f"images must have shape (B, N, H, W, 3), got {tuple(shape)}")
-    H, W = shape[2], shape[3]
-    if H <= 0 or W <= 0 or H % patch or W % patch:
-        raise ValueError(
-            f"image height and width must be positive multiples of the patch size {patch}, got {H}x{W} "
-            f"(resize with flow3r_jax.models.inference.target_size, e.g. to {max(1, round(H / patch)) * patch}x{max(1, round(W / patch)) * patch})"
-        )
 
 
 class Flow3r(nnx.Module):
@@ -61,8 +54,12 @@ class Flow3r(nnx.Module):
 
     def __call__(self, images: jax.Array, pairs: jax.Array | None = None) -> dict[str, jax.Array]:
         cfg = self.cfg
-        check_image_shape(images.shape, cfg.patch_size)
+        check_images(images, cfg.patch_size)  # values only when concrete (see models/inputs.py)
+        if not hasattr(images, "dtype"):
+            images = jnp.asarray(images)
         B, N, H, W, _ = images.shape
+        if pairs is not None:
+            pairs = check_pairs(pairs, B, N)  # before the forward: a bad call fails at once
         h, w = H // cfg.patch_size, W // cfg.patch_size
         R = cfg.dec_registers
 
@@ -85,9 +82,6 @@ class Flow3r(nnx.Module):
 
         out = dict(points=points, local_points=local_points, conf=conf, camera_poses=camera_poses)
         if pairs is not None:
-            pairs = jnp.asarray(pairs, jnp.int32)
-            if pairs.ndim != 3 or pairs.shape[0] != B or pairs.shape[-1] != 2:
-                raise ValueError(f"pairs must have shape (B={B}, S, 2), got {pairs.shape}")
             if cfg.flow_head == "projective":
                 out["flow"] = self.flow_head(local_points, camera_poses, pairs)
             else:

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from flow3r_jax.models.flow3r import Flow3r, check_image_shape
+from flow3r_jax.models.flow3r import Flow3r
+from flow3r_jax.models.inputs import ModelInputError, check_images, check_pairs
 
 __all__ = ["Predictor"]
 
@@ -30,17 +31,29 @@ class Predictor:
         self._without_pairs = jax.jit(lambda state, images: forward(state, images, None))
 
     def __call__(self, images, pairs=None) -> dict[str, np.ndarray]:
-        """images (B, N, H, W, 3) or (N, H, W, 3) in [0, 1]; pairs (B, S, 2) or (S, 2)."""
-        images = jnp.asarray(images, jnp.float32)
+        """images (B, N, H, W, 3) or (N, H, W, 3), floating point in [0, 1]; pairs (B, S, 2) or
+        (S, 2) integer frame indices in [0, N). Inputs are checked here, before the compiled
+        forward (`flow3r_jax.models.inputs`): a bad shape, dtype, value range, NaN / inf or pair
+        index raises ModelInputError."""
+        if not hasattr(images, "dtype"):
+            images = np.asarray(images)
+        if pairs is not None and not hasattr(pairs, "dtype"):
+            pairs = np.asarray(pairs)
         single = images.ndim == 4
         if single:
             images = images[None]
-            pairs = None if pairs is None else jnp.asarray(pairs, jnp.int32)[None]
-        check_image_shape(images.shape, self.cfg.patch_size)
+            if pairs is not None:
+                if pairs.ndim != 2:
+                    raise ModelInputError(f"pairs for unbatched images (N, H, W, 3) must have shape (S, 2), got {tuple(pairs.shape)}")
+                pairs = pairs[None]
+        check_images(images, self.cfg.patch_size)
+        if pairs is not None:
+            pairs = check_pairs(pairs, images.shape[0], images.shape[1])
+        images = jnp.asarray(images, jnp.float32)
         with jax.default_matmul_precision(self._precision):
             if pairs is None:
                 out = self._without_pairs(self._state, images)
             else:
-                out = self._with_pairs(self._state, images, jnp.asarray(pairs, jnp.int32))
+                out = self._with_pairs(self._state, images, pairs)
         out = {k: np.asarray(v) for k, v in out.items()}
         return {k: v[0] for k, v in out.items()} if single else out

@@ -11,7 +11,7 @@ from data_pipelines.ingest import uniform_indices
 from data_pipelines.make_dataset import _video_one, run
 from data_pipelines.dataset_writer import DatasetWriter
 from data_pipelines.inputs import discover_inputs
-from data_pipelines.process import PipelineConfig, make_pairs, process_synthetic_scene, process_video
+from data_pipelines.process import ConfigError, PipelineConfig, make_pairs, process_synthetic_scene, process_video
 from flow3r_jax.data.flow_codec import decode_flow
 from flow3r_jax.data.records import LabeledClip, UnlabeledClip, decode_jpeg, decode_record
 from flow3r_jax.data.frames import read_video
@@ -224,9 +224,10 @@ def test_teacher_from_a_user_module(pipe_videos, tmp_path, monkeypatch):
 def test_failures_never_raise(tmp_path):
     res = process_video(str(tmp_path / "missing.mp4"), CFG)
     assert not res.ok and res.failure["stage"] == "read" and "no such file" in res.failure["message"]
+    # A teacher that cannot be built is a configuration error, not a failure of the input.
     bad = PipelineConfig(frames=6, offsets=(1, 2), teacher="no_such_teacher")
-    res = process_video(str(tmp_path / "missing.mp4"), bad)
-    assert not res.ok and res.failure["stage"] == "teacher" and "unknown flow teacher" in res.failure["message"]
+    with pytest.raises(ConfigError, match="--teacher: unknown flow teacher 'no_such_teacher'"):
+        process_video(str(tmp_path / "missing.mp4"), bad)
 
     class NaNTeacher:
         name, version = "nan", "0"

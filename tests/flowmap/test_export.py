@@ -116,3 +116,30 @@ def test_shipped_initialisation_loads():
     assert cfg.depth == "cnn" and info.get("recipe") == "flow3r_jax.flowmap.pretrain"
     n = sum(v.get_value().size for _, v in nnx.to_flat_state(state))
     assert n < 2_000_000  # a few MB at most
+
+
+def test_transforms_json_is_nerfstudio_convention(tmp_path):
+    """transforms.json: nerfstudio's keys, and camera-to-world matrices with OpenGL camera axes:
+    the camera's x axis, -y and -z (x right, y up, z back), the position unchanged."""
+    from flow3r_jax.flowmap.export import write_transforms_json
+
+    names, poses, cam, *_ = _model(n=3)
+    path = tmp_path / "transforms.json"
+    write_transforms_json(str(path), [f"images/{n}" for n in names], poses, cam, [f"depth/{k}.npy" for k in range(3)])
+    doc = json.loads(path.read_text())
+    assert (doc["camera_model"], doc["w"], doc["h"]) == ("OPENCV", 320, 240)
+    assert (doc["fl_x"], doc["fl_y"], doc["cx"], doc["cy"]) == (301.5, 305.25, 160.0, 120.0)
+    assert all(doc[k] == 0.0 for k in ("k1", "k2", "p1", "p2"))
+    for k, (fr, T) in enumerate(zip(doc["frames"], poses)):
+        G = np.asarray(fr["transform_matrix"])
+        np.testing.assert_allclose(G[:3, 0], T[:3, 0])
+        np.testing.assert_allclose(G[:3, 1], -T[:3, 1])
+        np.testing.assert_allclose(G[:3, 2], -T[:3, 2])
+        np.testing.assert_allclose(G[:3, 3], T[:3, 3])
+        np.testing.assert_allclose(G[3], [0, 0, 0, 1])
+        assert fr["file_path"] == f"images/{names[k]}" and fr["depth_file_path"] == f"depth/{k}.npy"
+    # A point in front of an OpenCV camera (z > 0) is behind the OpenGL one's view axis (-z).
+    X = poses[0][:3, :3] @ np.array([0.1, 0.2, 2.0]) + poses[0][:3, 3]
+    G = np.asarray(doc["frames"][0]["transform_matrix"])
+    cam_gl = np.linalg.inv(G) @ np.append(X, 1.0)
+    assert cam_gl[2] < 0 and cam_gl[1] < 0  # in front (-z) and below centre (y up; OpenCV y=0.2 is down)

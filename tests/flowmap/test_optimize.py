@@ -156,3 +156,24 @@ def test_procrustes_edge_zeroes_the_weights_of_samples_across_depth_edges(tiny_s
     assert 0 < keep.mean() < 1
     with pytest.raises(ValueError, match="procrustes_edge"):
         FlowMapConfig(procrustes_edge=0.0)
+
+
+def test_stop_ends_the_run_between_stretches_with_the_state_reached(two_scenes, separate_runs):
+    """`stop()` is asked between compiled calls (the first compiles and runs one step, the second
+    one step too): stopped before the third, the run holds two steps, the same as the first two
+    of the uninterrupted run, and its outputs are those the full run had at step 2."""
+    asked, reports = [], []
+
+    def stop():
+        asked.append(1)
+        return len(asked) >= 2
+
+    result = optimize_scene(two_scenes[0], SHORT, key=0, progress=lambda step, loss: reports.append((step, loss)), stop=stop)
+    full = separate_runs[0]
+    assert result.steps_done == 2 and full.steps_done == SHORT.steps
+    np.testing.assert_allclose(np.asarray(result.history.loss), np.asarray(full.history.loss)[:2], rtol=1e-6)
+    assert [s for s, _ in reports] == [0, 1]
+    np.testing.assert_allclose([l for _, l in reports], np.asarray(full.history.loss)[:2], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(result.poses), np.asarray(full.history.poses)[2], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(result.focal), np.asarray(full.history.focal)[2], rtol=1e-5)
+    assert np.all(np.isfinite(np.asarray(result.depth)))
