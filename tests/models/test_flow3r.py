@@ -136,7 +136,7 @@ def test_remat_preserves_values_and_gradients(reference_grads, tiny_inputs):
     """Model-level check of the "full" policy (every policy is checked per stack in test_layers)."""
     la, ga = reference_grads
     lb, gb = _value_and_grad(random_model("tiny", remat="full"), *tiny_inputs)
-    np.testing.assert_allclose(lb, la, rtol=1e-6)
+    np.testing.assert_allclose(lb, la, rtol=1e-5)  # fp32: recomputation may fuse the loss sums in another order (seen: 1.1e-6)
     for x, y in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
         assert_close_scaled(y, x, 1e-4)
 
