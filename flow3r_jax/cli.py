@@ -72,6 +72,55 @@ def normalize_flag_spelling(argv: Sequence[str], known: Iterable[str] | None = N
     return out
 
 
+def _checked_names(prog: str, names: tuple, kwargs: dict) -> tuple:
+    """The project's rules for one option: snake-case long names (an alias given in both spellings
+    collapses) and help text required (`argparse.SUPPRESS` counts as help for a positional)."""
+    if names and all(n.startswith("-") for n in names):
+        names = tuple(f"--{_snake(n[2:])}" if n.startswith("--") else n for n in names)
+        names = tuple(dict.fromkeys(names))
+        if not kwargs.get("help"):
+            raise ValueError(f"{prog}: option {names[0]} has no help text")
+    elif names and not kwargs.get("help") and kwargs.get("help") is not argparse.SUPPRESS:
+        raise ValueError(f"{prog}: argument {names[0]} has no help text")
+    return names
+
+
+def _prog_of(container) -> str:
+    return getattr(container, "prog", None) or getattr(container, "_prog", "")
+
+
+class _ArgumentGroup(argparse._ArgumentGroup):  # argparse has no public hook for its groups
+    """An argument group whose options follow the same rules as the parser's own."""
+
+    def __init__(self, container, *args, **kwargs):
+        super().__init__(container, *args, **kwargs)
+        self._prog = _prog_of(container)
+
+    def add_argument(self, *names, **kwargs):
+        return super().add_argument(*_checked_names(self._prog, names, kwargs), **kwargs)
+
+    def add_argument_group(self, *args, **kwargs):  # nesting (deprecated by argparse) keeps the rules
+        group = _ArgumentGroup(self, *args, **kwargs)
+        self._action_groups.append(group)
+        return group
+
+    def add_mutually_exclusive_group(self, **kwargs):
+        group = _MutuallyExclusiveGroup(self, **kwargs)
+        self._mutually_exclusive_groups.append(group)
+        return group
+
+
+class _MutuallyExclusiveGroup(argparse._MutuallyExclusiveGroup):
+    """A mutually exclusive group whose options follow the same rules as the parser's own."""
+
+    def __init__(self, container, **kwargs):
+        super().__init__(container, **kwargs)
+        self._prog = _prog_of(container)
+
+    def add_argument(self, *names, **kwargs):
+        return super().add_argument(*_checked_names(self._prog, names, kwargs), **kwargs)
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse.ArgumentParser with the project's flag rules (see the module docstring).
 
@@ -85,14 +134,18 @@ class ArgumentParser(argparse.ArgumentParser):
         quiet_platform_probing()
 
     def add_argument(self, *names, **kwargs):
-        if names and all(n.startswith("-") for n in names):
-            names = tuple(f"--{_snake(n[2:])}" if n.startswith("--") else n for n in names)
-            names = tuple(dict.fromkeys(names))  # an alias given in both spellings collapses
-            if not kwargs.get("help"):
-                raise ValueError(f"{self.prog}: option {names[0]} has no help text")
-        elif names and not kwargs.get("help") and kwargs.get("help") is not argparse.SUPPRESS:
-            raise ValueError(f"{self.prog}: argument {names[0]} has no help text")
+        names = _checked_names(self.prog, names, kwargs)
         return super().add_argument(*names, **kwargs)
+
+    def add_argument_group(self, *args, **kwargs):
+        group = _ArgumentGroup(self, *args, **kwargs)
+        self._action_groups.append(group)
+        return group
+
+    def add_mutually_exclusive_group(self, **kwargs):
+        group = _MutuallyExclusiveGroup(self, **kwargs)
+        self._mutually_exclusive_groups.append(group)
+        return group
 
     def parse_known_args(self, args=None, namespace=None):
         import sys

@@ -58,3 +58,23 @@ def test_absl_flags_accept_kebab_case(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, "--cpu-devices=4", "--no-follow"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["4", "False"]
+
+
+def test_groups_follow_the_same_rules():
+    p = ArgumentParser(module="m")
+    group = p.add_argument_group("outputs", "where results go")
+    group.add_argument("--out-dir", help="the output directory")
+    exclusive = p.add_mutually_exclusive_group()
+    exclusive.add_argument("--fast-mode", action="store_true", help="fast")
+    exclusive.add_argument("--slow_mode", action="store_true", help="slow")
+    inner = group.add_mutually_exclusive_group()
+    inner.add_argument("--keep-going", action="store_true", help="keep going")
+    for container in (group, exclusive, inner):
+        with pytest.raises(ValueError, match="m: option --undocumented has no help"):
+            container.add_argument("--undocumented")
+    args = p.parse_args(["--out-dir", "o", "--fast-mode", "--keep_going"])
+    assert (args.out_dir, args.fast_mode, args.slow_mode, args.keep_going) == ("o", True, False, True)
+    text = p.format_help()
+    assert "--out_dir" in text and "--fast_mode" in text and "--out-dir" not in text and "--fast-mode" not in text
+    with pytest.raises(SystemExit):  # the exclusion still holds with either spelling
+        p.parse_args(["--fast-mode", "--slow-mode"])
