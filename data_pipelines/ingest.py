@@ -31,7 +31,7 @@ import time
 import cv2
 import numpy as np
 
-from flow3r_jax.data.frames import VIDEO_EXTENSIONS, FrameReadError, probe_video, read_image_folder, read_video, resize_frames
+from flow3r_jax.data.frames import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, FrameReadError, list_images, probe_video, read_image_folder, read_video, resize_frames
 
 __all__ = ["IngestConfig", "SampledClip", "sample_clip", "target_size", "uniform_indices", "select_by_motion", "motion_profile"]
 
@@ -158,16 +158,18 @@ def _read_video_clip(path: str, cfg: IngestConfig, timings: dict):
 
 
 def _read_folder_clip(path: str, cfg: IngestConfig, timings: dict):
-    t0 = time.perf_counter()
-    frames, times, _ = read_image_folder(path)
-    timings["decode"] = time.perf_counter() - t0
-    n = len(frames)
+    n = len(list_images(path))  # only the candidate images are opened and decoded
+    if n == 0:
+        raise FrameReadError(f"{path}: no images ({', '.join(IMAGE_EXTENSIONS)})")
     lo, hi = _window(n, 30.0, cfg.max_seconds)
     if hi - lo < cfg.frames:
         raise _too_few(path, hi - lo, cfg.frames, "images")
     m = min(hi - lo, cfg.flow_candidates * cfg.frames) if cfg.sampling == "flow" else cfg.frames
     base = lo + uniform_indices(hi - lo, m)
-    return frames[base], times[base], base, n
+    t0 = time.perf_counter()
+    frames, times, _ = read_image_folder(path, indices=base)
+    timings["decode"] = time.perf_counter() - t0
+    return frames, times, base, n
 
 
 def sample_clip(path: str, cfg: IngestConfig = IngestConfig()) -> SampledClip:

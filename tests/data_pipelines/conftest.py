@@ -54,9 +54,9 @@ def bad_inputs(pipe_clips, pipe_videos, tmp_path_factory):
     (root / "truncated.mp4").write_bytes(data[: len(data) // 2])
     write_video(root / "short.mp4", clip[:3], fps=30)
     bad_img = write_folder(root / "unreadable_image", clip)
-    (bad_img / "00003.png").write_bytes(b"not a png at all")
+    (bad_img / "00007.png").write_bytes(b"not a png at all")  # the last image: every sampling opens it
     mixed = write_folder(root / "mixed_sizes", clip)
-    cv2.imwrite(str(mixed / "00005.png"), np.zeros((40, 50, 3), np.uint8))
+    cv2.imwrite(str(mixed / "00007.png"), np.zeros((40, 50, 3), np.uint8))  # the last image, as above
     good_folder = write_folder(root / "good_folder", clip)
     return {
         "corrupt": str(root / "corrupt.mp4"),

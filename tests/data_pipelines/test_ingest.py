@@ -103,3 +103,26 @@ def test_config_validation():
         IngestConfig(frames=1)
     with pytest.raises(ValueError, match="sampling"):
         IngestConfig(sampling="random")
+
+
+def test_image_folder_opens_only_the_sampled_images(pipe_clips, tmp_path):
+    import cv2
+
+    images = pipe_clips[0]["images"]  # 8 frames
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, img in enumerate(images):
+        cv2.imwrite(str(folder / f"f{i}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    skipped = sorted(set(range(8)) - set(uniform_indices(8, 4).tolist()))
+    (folder / f"f{skipped[0]}.png").write_bytes(b"not a png")  # never opened: not a sampled image
+    clip = sample_clip(str(folder), IngestConfig(frames=4))
+    np.testing.assert_array_equal(clip.indices, uniform_indices(8, 4))
+    np.testing.assert_array_equal(clip.frames, images[uniform_indices(8, 4)])
+    np.testing.assert_allclose(clip.times, clip.indices / 30.0, atol=1e-6)
+    assert clip.num_source_frames == 8
+    with pytest.raises(FrameReadError, match="unreadable or corrupt image"):  # a sampled one is
+        sample_clip(str(folder), IngestConfig(frames=8))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FrameReadError, match="empty: no images"):
+        sample_clip(str(empty), IngestConfig(frames=4))
