@@ -11,7 +11,7 @@ Data (written once into WORKDIR/data by the project's own writers, nothing downl
 - two held-back benchmarks (`flow3r_jax.eval.synthetic`): dynamic scenes (moving objects) and
   static scenes, other seeds than any training clip.
 
-Runs: `configs/ablation_flow_heads.py`'s sweep (5 variants x seeds) through launch.sweep's local
+Runs: `configs/ablation_flow_heads.py`'s sweep (6 variants x seeds) through launch.sweep's local
 backend, one `launch.train` per job in WORKDIR/runs/NAME; every variant has the same budget
 (`--steps` steps of global batch 8, 4 frames of 56x56, 4 flow pairs per clip, stage 2: all but
 the encoder, random init). Rerunning resumes: finished jobs are skipped, interrupted ones resume
@@ -55,6 +55,7 @@ LABELS = {
     "tracking": "3. + tracking flow head",
     "projective": "4. + projective flow",
     "factored_more_data": "5. factored, 4x unlabeled",
+    "consistency": "6. factored + DF-Net consistency",
 }
 
 
@@ -162,7 +163,7 @@ def main() -> int:
     ap.add_argument("--workdir", default=os.path.join(ROOT, "outputs", "ablation"))
     ap.add_argument("--steps", type=int, default=300, help="training steps of every variant (the shared budget)")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--variants", default="supervised,factored,tracking,projective,factored_more_data")
+    ap.add_argument("--variants", default="supervised,factored,tracking,projective,factored_more_data,consistency")
     ap.add_argument("--labeled", type=int, default=8, help="labeled synthetic clips")
     ap.add_argument("--unlabeled", type=int, default=16, help="unlabeled videos (teacher flow)")
     ap.add_argument("--more", type=int, default=4, help="factor of unlabeled videos for factored_more_data")

@@ -4,7 +4,7 @@
 
 OPTIONS is a comma-separated list of NAME=VALUE (all optional):
 
-    variant=supervised|factored|tracking|projective|factored_more_data   (default factored)
+    variant=supervised|factored|tracking|projective|factored_more_data|consistency   (default factored)
         supervised          3D-supervised only: labeled clips, flow loss weight 0 (the flow
                             head is built but gets no gradient)
         factored            + unlabeled clips, Flow3r's factored flow head
@@ -12,6 +12,10 @@ OPTIONS is a comma-separated list of NAME=VALUE (all optional):
         projective          + unlabeled clips, flow induced by the predicted points and poses
                             (no head parameters: the flow loss trains the geometry directly)
         factored_more_data  factored with the larger unlabeled set (`ablation.unlabeled_more`)
+        consistency         factored + DF-Net's cross-task consistency (configs/flow3r.py
+                            consistency=target, weight 0.5): on pixels both branches find
+                            reliable, the flow induced by the predicted depth and poses must
+                            match the flow target (docs/dfnet.md)
     size=tiny|small|base|large   model size (default tiny; issue 23 runs the ablation at tiny)
     seed=N                       model initialisation and data order (default 0)
 
@@ -31,8 +35,8 @@ from configs.flow3r import parse_options
 ENTRY = "launch.train"  # what `launch.sweep` runs for a job of this config
 WORKDIR_FLAG = "workdir"
 
-VARIANTS = ("supervised", "factored", "tracking", "projective", "factored_more_data")
-_HEAD = {"supervised": "factored", "factored": "factored", "tracking": "tracking", "projective": "projective", "factored_more_data": "factored"}
+VARIANTS = ("supervised", "factored", "tracking", "projective", "factored_more_data", "consistency")
+_HEAD = {"supervised": "factored", "factored": "factored", "tracking": "tracking", "projective": "projective", "factored_more_data": "factored", "consistency": "factored"}
 
 _OPTIONS = {"variant": "factored", "size": "tiny", "seed": "0"}
 _CHOICES = {"variant": VARIANTS, "size": ("tiny", "small", "base", "large")}
@@ -43,7 +47,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if not opts["seed"].isdigit():
         raise ValueError(f"config option seed={opts['seed']!r}: expected a non-negative integer")
     variant, seed = opts["variant"], int(opts["seed"])
-    c = flow3r.get_config(f"size={opts['size']},stage=2,heads={_HEAD[variant]}")
+    consistency = "target" if variant == "consistency" else "off"
+    c = flow3r.get_config(f"size={opts['size']},stage=2,heads={_HEAD[variant]},consistency={consistency}")
     c.options = arg or ""
     c.seed = seed
     c.data.seed = seed
@@ -65,7 +70,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def sweep():
-    """Every variant with three seeds: 5 x 3 jobs."""
+    """Every variant with three seeds: 6 x 3 jobs."""
     for variant in VARIANTS:
         for seed in range(3):
             yield {"variant": variant, "seed": seed}

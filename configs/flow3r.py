@@ -15,6 +15,12 @@ OPTIONS is a comma-separated list of NAME=VALUE (all optional):
     mesh=dp|fsdp                 dp: data parallel (mesh.data = -1); fsdp: parameters and
                                  optimiser state sharded over every device (mesh.fsdp = -1)
     schedule=onecycle|constant   pi^3's one-cycle cosine, or the peak lr throughout
+    consistency=off|target|pred  DF-Net's cross-task consistency (docs/dfnet.md): the flow induced
+                                 by the predicted depth and poses must match, on pixels both
+                                 branches find reliable, the flow target (target) or the flow
+                                 head's prediction (pred, DF-Net's own form); weight 0.5 (DF-Net).
+                                 loss.dynamic_weight < 1 also down-weights the pixels it judges
+                                 non-rigid in the point term and the scale fit
 
 Every field is overridable on the command line, e.g. `--config.train.lr=1e-4`,
 `--config.data.sources=/data/synthetic:1,/data/videos:3`. Defaults are those of `large`; each cites
@@ -25,7 +31,7 @@ from __future__ import annotations
 
 import ml_collections
 
-_OPTIONS = {"size": "large", "stage": "2", "init": "random", "heads": "factored", "buckets": "none", "mesh": "dp", "schedule": "onecycle"}
+_OPTIONS = {"size": "large", "stage": "2", "init": "random", "heads": "factored", "buckets": "none", "mesh": "dp", "schedule": "onecycle", "consistency": "off"}
 _CHOICES = {
     "size": ("tiny", "small", "base", "large"),
     "stage": ("1", "2"),
@@ -34,6 +40,7 @@ _CHOICES = {
     "buckets": ("none", "pi3"),
     "mesh": ("dp", "fsdp"),  # applied by _apply_run_options
     "schedule": ("onecycle", "constant"),
+    "consistency": ("off", "target", "pred"),
 }
 
 
@@ -148,6 +155,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.loss.conf_weight = 0.05
     c.loss.camera_weight = 0.1
     c.loss.flow_weight = 0.01
+    # DF-Net's cross-task consistency (flow3r_jax.losses.consistency; ECCV 2018, train_df.py
+    # --cross_consistency 0.5), off unless consistency=target|pred. The dynamic-region test
+    # (|rigid - flow| > dynamic_abs_px + dynamic_rel |flow|) feeds loss/dynamic_fraction and, with
+    # dynamic_weight < 1, down-weights those pixels in the point term and the S* fit.
+    consistency = opts["consistency"]
+    c.loss.consistency_weight = 0.0 if consistency == "off" else 0.5
+    c.loss.consistency_flow = "pred" if consistency == "pred" else "target"
+    c.loss.fb_alpha = 0.01  # DF-Net get_fb_mask alpha1
+    c.loss.fb_beta = 0.5  # DF-Net get_fb_mask alpha2 (px^2)
+    c.loss.dynamic_abs_px = 1.0
+    c.loss.dynamic_rel = 0.1
+    c.loss.dynamic_weight = 1.0  # 1: no down-weighting
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every = 50 if tiny else 1000

@@ -2,7 +2,7 @@
 video or an image folder.
 
     python -m flow3r_jax.reconstruct --input VIDEO_OR_FOLDER --out DIR
-        [--checkpoint CKPT] [--refine] [--frames N] [--steps S]
+        [--checkpoint CKPT] [--refine] [--frames N] [--steps S] [--method tracks4d]
 
 - Without `--checkpoint` (or with `--refine`): FlowMap's per-scene optimisation
   (`flow3r_jax.flowmap`), started from the shipped pretrained depth-CNN initialisation
@@ -13,6 +13,9 @@ video or an image folder.
 - With `--checkpoint`: the feed-forward Flow3r model (`flow3r_jax.models.pretrained`) on frames
   sized by the official rule; `--refine` then runs the per-scene optimisation around the
   model's depth (depth = model depth x exp(CNN output), the CNN's output layer starting at 0).
+- With `--method tracks4d`: TracksTo4D (`flow3r_jax.models.tracks4d`) fitted for `--steps` steps
+  to the clip's point tracks (from scratch, or from `--tracks4d_init` a trained workdir); depth
+  maps are sparse (the track points) and the point cloud is the 3D track points.
 
 Outputs in DIR (`flow3r_jax.flowmap.outputs`): `images/` (the frames used), `cameras.json`
 (per frame: image name, 4x4 camera-to-world, fx fy cx cy in pixels of the input images),
@@ -64,6 +67,7 @@ log = logging.getLogger("flow3r_jax.reconstruct")
 
 MIN_FRAMES = 3
 DEFAULT_MAX_FRAMES = 60
+METHODS = ("default", "tracks4d")  # default: FlowMap / the Flow3r checkpoint; tracks4d: TracksTo4D on point tracks
 MODEL_SIZES = ("large", "base", "small", "tiny")  # flow3r_jax.models.config.MODEL_SIZES (not imported: it loads JAX)
 # Smallest accepted values of the numeric options (no upper limits).
 MINIMUM = {"steps": 1, "demo_steps": 1, "frames": MIN_FRAMES, "pixels": 16 * 16, "ff_pixels": 14 * 14}
@@ -520,6 +524,105 @@ def run_flowmap(
     return Reconstruction(np.asarray(result.poses, np.float64), np.asarray(result.intrinsics, np.float64), np.asarray(result.depth), small, info)
 
 
+def _fill_invisible(xy: np.ndarray, visible: np.ndarray) -> np.ndarray:
+    """Track positions where a track is not visible: its nearest visible position in time (the
+    tracker leaves 0 there; TracksTo4D reads every entry with its visibility flag)."""
+    T = len(xy)
+    out = xy.copy()
+    idx = np.where(visible, np.arange(T)[:, None], -1)
+    last = np.maximum.accumulate(idx, axis=0)  # latest visible frame at or before t
+    nxt = np.where(visible, np.arange(T)[:, None], T)
+    nxt = np.minimum.accumulate(nxt[::-1], axis=0)[::-1]  # earliest visible frame at or after t
+    src = np.where(last >= 0, last, np.minimum(nxt, T - 1))
+    return out[src, np.arange(xy.shape[1])[None]]
+
+
+def run_tracks4d(
+    frames: np.ndarray,
+    steps: int = 2000,
+    pixels: int = 43_200,
+    size: str = "small",
+    init: str | None = None,
+    max_tracks: int = 256,
+    seed: int = 0,
+    progress: bool = True,
+    stop: StopRequest | None = None,
+) -> Reconstruction:
+    """TracksTo4D on the clip's point tracks (`flowmap.tracks4d.finetune_tracks4d`): tracks from
+    `data_pipelines.tracks` on the frames resized to about `pixels`, up to `max_tracks` of those
+    seen in >= 2 frames; intrinsics unknown, so the official approximation (focal (h + w) / 2 and
+    the image centre; here the image size stands for the tracks' extent) with the network's focal
+    correction (their mean over frames is the one shared K written). From `init` (a launch.train
+    workdir of configs/tracks4d.py, same `size`) or from scratch (with the camera warm-up).
+    Depth maps are sparse: each frame's visible track points, 0 elsewhere; the point cloud is the
+    reconstructed 3D track points of every frame where they are visible."""
+    from flow3r_jax.data.frames import resize_frames
+    from flow3r_jax.flowmap.tracks4d import finetune_tracks4d
+    from flow3r_jax.losses.tracks4d import Tracks4DLossConfig
+    from flow3r_jax.models.tracks4d import tracks4d_config
+
+    stop = stop or StopRequest()
+    K, H0, W0 = frames.shape[:3]
+    h, w = flowmap_size(H0, W0, pixels)
+    small = resize_frames(frames, (h, w))
+    t0 = time.time()
+    flow_fw, flow_bw, teacher = _consecutive_teacher_flows(small)
+    tracks = _tracks(small, flow_fw, flow_bw)
+    if tracks is None:
+        raise ReconstructionError("--method tracks4d needs point tracks (data_pipelines.tracks), which could not be computed")
+    keep = np.flatnonzero(tracks.visible.sum(0) >= 2)
+    if len(keep) < 8:
+        raise ReconstructionError(f"--method tracks4d: only {len(keep)} tracks are seen in 2 frames or more; at least 8 are needed")
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(keep, min(max_tracks, len(keep)), replace=False))
+    vis = tracks.visible[:, keep]
+    xy = _fill_invisible(tracks.xy[:, keep], vis)
+    log.info("tracks4d: %d tracks over %d frames at %dx%d (%s flow, %.1f s)", len(keep), K, h, w, teacher, time.time() - t0)
+    stop.check("after computing tracks, before the optimisation")
+    Kapprox = np.array([[(h + w) / 2.0, 0, w / 2.0], [0, (h + w) / 2.0, h / 2.0], [0, 0, 1]], np.float32)
+    cfg = tracks4d_config(size, predict_focal=True)
+    params = None
+    if init:
+        from flax import nnx
+
+        from flow3r_jax.models.tracks4d import Tracks4D
+        from flow3r_jax.train.checkpoint import read_params
+
+        host = read_params(init)
+        abstract = nnx.state(nnx.eval_shape(lambda: Tracks4D(cfg, rngs=nnx.Rngs(0))))
+        try:
+            params = nnx.State.from_flat_path([(p, host["/".join(map(str, p))]) for p, _ in nnx.to_flat_state(abstract)])
+        except KeyError as err:
+            raise ReconstructionError(f"--tracks4d_init {init}: not a TracksTo4D {size!r} checkpoint (missing {err})") from None
+    loss_cfg = Tracks4DLossConfig(warmup_steps=0 if init else min(100, steps // 3))
+    t0 = time.time()
+    r = finetune_tracks4d(xy, vis, np.broadcast_to(Kapprox, (K, 3, 3)), cfg, steps, loss_cfg, params=params, lr=1e-4 if init else 1e-3, seed=seed, stop=stop)
+    seconds = time.time() - t0
+    # frame 0 at the origin, as the other backends
+    to0 = np.linalg.inv(r.poses[0])
+    poses = to0 @ r.poses
+    world = r.points @ to0[:3, :3].T + to0[:3, 3]
+    K_model = Kapprox.astype(np.float64).copy()
+    K_model[0, 0] = K_model[1, 1] = float(np.mean(r.intrinsics[:, 0, 0]))
+    depth = np.zeros((K, h, w), np.float32)
+    cols = np.clip(xy[..., 0].astype(int), 0, w - 1)
+    rows = np.clip(xy[..., 1].astype(int), 0, h - 1)
+    f_idx, n_idx = np.nonzero(vis)
+    depth[f_idx, rows[f_idx, n_idx], cols[f_idx, n_idx]] = np.maximum(r.depth[f_idx, n_idx], 0.0)
+    pts = world[f_idx, n_idx]
+    colors = small[f_idx, rows[f_idx, n_idx], cols[f_idx, n_idx]]
+    obs_xy = xy[f_idx, n_idx] * np.array([W0 / w, H0 / h])
+    info = dict(
+        backend="tracks4d", init=init or "random", size=[h, w], model=size, steps=steps, tracks=int(len(keep)), teacher=teacher,
+        seconds=round(seconds, 1), best_loss=r.best_loss, history={"loss": np.asarray(r.history).tolist()},
+    )
+    if r.steps_done < steps:
+        info["partial"] = dict(stopped_by=stop.name, steps_done=r.steps_done, steps=steps, stage="TracksTo4D fine-tuning")
+    rec = Reconstruction(poses, K_model, depth, small, info)
+    rec.cloud = (pts, colors, (f_idx, obs_xy, np.arange(len(pts))))
+    return rec
+
+
 def _resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     import cv2
 
@@ -573,6 +676,9 @@ def reconstruct(
     frames_from: str | None = None,
     flowmap: dict | None = None,
     stop: StopRequest | None = None,
+    method: str = "default",
+    tracks4d_size: str = "small",
+    tracks4d_init: str | None = None,
 ) -> dict:
     """The command as a function: checks the options and `out_dir` (`check_options`), reads the
     frames, reconstructs and writes the outputs (`flowmap.outputs.write_outputs`). Returns the
@@ -582,12 +688,20 @@ def reconstruct(
     from flow3r_jax.flowmap.outputs import write_outputs
 
     check_options(input_path, out_dir, checkpoint, refine, frames, steps, init, pixels, model_size, explicit, ff_pixels, frames_from, flowmap)
+    if method not in METHODS:
+        raise ReconstructionError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
+    if method == "tracks4d" and (checkpoint is not None or explicit or flowmap):
+        raise ReconstructionError("--method tracks4d takes no --checkpoint, --refine, --explicit_depth or flowmap --config (use --tracks4d_init WORKDIR for trained weights)")
+    if tracks4d_init is not None and not os.path.exists(tracks4d_init):
+        raise ReconstructionError(f"--tracks4d_init {tracks4d_init}: no such file or directory")
     stop = stop or StopRequest()
     images, names = read_input_frames(input_path, frames, frames_from)
     H0, W0 = images.shape[1:3]
     log.info("input: %s, %d frames of %dx%d", input_path, len(images), H0, W0)
     stop.check("after reading the frames")
-    if checkpoint is not None:
+    if method == "tracks4d":
+        rec = run_tracks4d(images, steps, pixels, tracks4d_size, tracks4d_init, progress=progress, stop=stop)
+    elif checkpoint is not None:
         rec = run_feedforward(images, checkpoint, model_size, ff_pixels)
         if refine:
             ff = rec
@@ -701,6 +815,9 @@ def build_parser():
     p.add_argument("--explicit_depth", action="store_true", help="per-pixel depth (FlowMap's ablation) instead of the CNN")
     p.add_argument("--pixels", type=_int_option("pixels"), default=43_200, help=f"optimisation image area, >= {MINIMUM['pixels']} (default 43200 = 180x240)")
     p.add_argument("--ff_pixels", type=_int_option("ff_pixels"), default=255_000, help=f"feed-forward model input area, >= {MINIMUM['ff_pixels']} (official rule, default 255000)")
+    p.add_argument("--method", default="default", choices=METHODS, help="default: FlowMap's optimisation or the --checkpoint model; tracks4d: TracksTo4D fitted to the clip's point tracks (--steps steps)")
+    p.add_argument("--tracks4d_size", default="small", choices=("tiny", "small", "base"), help="TracksTo4D network size (base: the released one)")
+    p.add_argument("--tracks4d_init", default=None, metavar="WORKDIR", help="a launch.train workdir of configs/tracks4d.py to fine-tune from (default: from scratch)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     p.add_argument("--demo", metavar="DIR", default=None, help="reconstruct a built-in synthetic video into DIR")
     p.add_argument("--demo_steps", type=_int_option("demo_steps"), default=1000, help="optimisation steps of --demo, >= 1 (default 1000)")
@@ -744,6 +861,7 @@ def main(argv=None) -> int:
             result = reconstruct(
                 args.input, args.out, args.checkpoint, args.refine, args.frames, args.steps, args.init, args.pixels,
                 args.model_size, args.explicit_depth, not args.no_progress, ff_pixels=args.ff_pixels, frames_from=args.frames_from, flowmap=flowmap, stop=stop,
+                method=args.method, tracks4d_size=args.tracks4d_size, tracks4d_init=args.tracks4d_init,
             )
         except (FrameReadError, ReconstructionError) as err:
             print(f"reconstruct: error: {err}", file=sys.stderr)

@@ -1,8 +1,25 @@
 """Shared test configuration: deterministic hypothesis settings sized for a 2-core CPU."""
 
 import os
+import tempfile
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+# Compile time dominates this suite on a 2-core CPU (each test compiles small programs and runs
+# them a few times), so tests ask XLA's CPU backend for less optimisation: about 40% less CPU time
+# for the model tests, the same results within the tests' fp32 tolerances. Benchmarks, demos and
+# real runs keep XLA's defaults. Subprocesses inherit the flags unless a test sets its own
+# XLA_FLAGS; FLOW3R_TEST_XLA_OPT=default turns this off.
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+if os.environ.get("FLOW3R_TEST_XLA_OPT", "fast") == "fast" and "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
+
+# The same small programs (the tiny model's forward and train step, FlowMap's step) are compiled
+# by many tests and by the subprocesses they start: JAX's persistent compilation cache, shared by
+# the test workers and their subprocesses (tests that start several JAX processes remove it from
+# their children's environment). A run can point it elsewhere with JAX_COMPILATION_CACHE_DIR.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "flow3r_jax_test_jit_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import hypothesis
 import numpy as np
@@ -12,6 +29,13 @@ import pytest
 # CI run is reproducible (a failing example is printed and can be pinned with @example).
 hypothesis.settings.register_profile("ci", deadline=None, max_examples=25, derandomize=True, print_blob=True)
 hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_configure(config):
+    import jax  # the environment above is read when jax is imported; set it again if it already was
+
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
 
 @pytest.fixture

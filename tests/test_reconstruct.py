@@ -402,6 +402,7 @@ class _Live:
 
     def __init__(self, args):
         env = {**os.environ, "PYTHONPATH": ROOT, "PYTHONUNBUFFERED": "1"}
+        env.pop("JAX_COMPILATION_CACHE_DIR", None)  # signals are timed against real compilation
         self.proc = subprocess.Popen([sys.executable, "-m", "flow3r_jax.reconstruct", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.t0 = time.monotonic()
         self.segments: list[tuple[float, str]] = []

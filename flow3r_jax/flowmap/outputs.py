@@ -126,7 +126,9 @@ def write_outputs(
         at("transforms", "transforms.json"), [f"images/{n}" for n in names], rec.poses, camera, depth_files,
         {"depth_format": DEPTH_FORMAT, "depth_unit_scale_factor": 1.0},
     )
-    pts, colors, (obs_img, obs_xy, sub) = point_cloud(rec, input_size)
+    # a backend with its own points (TracksTo4D: the 3D track points) gives them as `rec.cloud`
+    cloud = getattr(rec, "cloud", None)
+    pts, colors, (obs_img, obs_xy, sub) = cloud if cloud is not None else point_cloud(rec, input_size)
     write_colmap_model(at("colmap", "sparse/0"), names, rec.poses, camera, pts[sub], colors[sub], (obs_img, obs_xy))
     write_ply(at("ply", "points.ply"), pts, colors)
     # Per-frame depth for scoring (launch.eval --predictions): z-depth on the model grid, the

@@ -11,10 +11,28 @@ function (see `total` for the list of what follows the official loss and what di
 - `camera`: `huber`, `pairwise_relative_poses`, `camera_loss`
 - `flow`: `charbonnier`, `charbonnier_squared`, `flow_loss`
 - `guard`: `finite_or_zero`
+- `consistency` (DF-Net's depth/pose-flow consistency, an option): `cross_consistency`,
+  `consistency_inputs`, `consistency_masks`, `dynamic_regions`, `precision_recall`, ...
 """
 
 from flow3r_jax.losses.camera import camera_loss, huber, pairwise_relative_poses
 from flow3r_jax.losses.conf import bce_with_logits, conf_loss
+from flow3r_jax.losses.consistency import (
+    branch_mask,
+    consistency_inputs,
+    consistency_masks,
+    cross_consistency,
+    disagreement_mask,
+    dynamic_regions,
+    fb_occluded,
+    frame_dynamic,
+    in_range,
+    pair_rigid_flows,
+    pinhole_from_points,
+    precision_recall,
+    reverse_slots,
+    sample_backward,
+)
 from flow3r_jax.losses.flow import charbonnier, charbonnier_squared, flow_loss
 from flow3r_jax.losses.guard import finite_or_zero
 from flow3r_jax.losses.normal import normal_angle, normal_loss, smooth_l1
@@ -50,4 +68,18 @@ __all__ = [
     "charbonnier_squared",
     "flow_loss",
     "finite_or_zero",
+    "in_range",
+    "sample_backward",
+    "fb_occluded",
+    "branch_mask",
+    "pinhole_from_points",
+    "pair_rigid_flows",
+    "reverse_slots",
+    "consistency_masks",
+    "consistency_inputs",
+    "cross_consistency",
+    "disagreement_mask",
+    "frame_dynamic",
+    "dynamic_regions",
+    "precision_recall",
 ]

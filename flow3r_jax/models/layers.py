@@ -159,21 +159,25 @@ def chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: float, ch
 
 class Attention(nnx.Module):
     """Multi-head self-attention, optional per-head qk LayerNorm (eps 1e-5) and 2D RoPE.
-    `chunk` > 0 computes it `chunk` queries at a time (`chunked_attention`: same result, less memory)."""
+    `chunk` > 0 computes it `chunk` queries at a time (`chunked_attention`: same result, less memory).
+    `head_dim` (default dim // heads) lets the heads' total width differ from `dim` (TracksTo4D:
+    width 256, 16 heads x 64); `use_bias=False` drops the qkv and output biases."""
 
-    def __init__(self, dim: int, heads: int, *, qk_norm: bool, rope_base: float | None, rngs: nnx.Rngs, dtype=jnp.float32, chunk: int = 0):
+    def __init__(self, dim: int, heads: int, *, qk_norm: bool, rope_base: float | None, rngs: nnx.Rngs, dtype=jnp.float32, chunk: int = 0, head_dim: int | None = None, use_bias: bool = True):
         self.heads = heads
         self.chunk = int(chunk)
         self.rope_base = rope_base
-        self.qkv = dense(dim, 3 * dim, ("embed", "heads"), rngs=rngs, dtype=dtype)
-        self.proj = dense(dim, dim, ("heads", "embed"), rngs=rngs, dtype=dtype)
-        head_dim = dim // heads
+        head_dim = dim // heads if head_dim is None else int(head_dim)
+        self.head_dim = head_dim
+        inner = heads * head_dim
+        self.qkv = dense(dim, 3 * inner, ("embed", "heads"), rngs=rngs, dtype=dtype, use_bias=use_bias)
+        self.proj = dense(inner, dim, ("heads", "embed"), rngs=rngs, dtype=dtype, use_bias=use_bias)
         self.q_norm = layer_norm(head_dim, 1e-5, rngs=rngs, dtype=dtype, axis_name=None) if qk_norm else None
         self.k_norm = layer_norm(head_dim, 1e-5, rngs=rngs, dtype=dtype, axis_name=None) if qk_norm else None
 
     def __call__(self, x: jax.Array, pos: jax.Array | None = None) -> jax.Array:
-        B, T, D = x.shape
-        qkv = self.qkv(x).reshape(B, T, 3, self.heads, D // self.heads)
+        B, T, _ = x.shape
+        qkv = self.qkv(x).reshape(B, T, 3, self.heads, self.head_dim)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         if self.q_norm is not None:
             q = self.q_norm(q).astype(v.dtype)
@@ -181,8 +185,8 @@ class Attention(nnx.Module):
         if self.rope_base is not None:
             q = rope_2d(q, pos, self.rope_base)
             k = rope_2d(k, pos, self.rope_base)
-        out = chunked_attention(q, k, v, (D // self.heads) ** -0.5, self.chunk)
-        return self.proj(out.reshape(B, T, D))
+        out = chunked_attention(q, k, v, self.head_dim**-0.5, self.chunk)
+        return self.proj(out.reshape(B, T, self.heads * self.head_dim))
 
 
 class Block(nnx.Module):
@@ -201,9 +205,11 @@ class Block(nnx.Module):
         rngs: nnx.Rngs,
         dtype=jnp.float32,
         attention_chunk: int = 0,
+        head_dim: int | None = None,
+        attn_bias: bool = True,
     ):
         self.norm1 = layer_norm(dim, eps, rngs=rngs, dtype=dtype)
-        self.attn = Attention(dim, heads, qk_norm=qk_norm, rope_base=rope_base, rngs=rngs, dtype=dtype, chunk=attention_chunk)
+        self.attn = Attention(dim, heads, qk_norm=qk_norm, rope_base=rope_base, rngs=rngs, dtype=dtype, chunk=attention_chunk, head_dim=head_dim, use_bias=attn_bias)
         self.ls1 = LayerScale(dim, layerscale) if layerscale is not None else None
         self.norm2 = layer_norm(dim, eps, rngs=rngs, dtype=dtype)
         self.mlp = Mlp(dim, dim * mlp_ratio, rngs=rngs, dtype=dtype)

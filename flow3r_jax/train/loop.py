@@ -25,7 +25,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from flow3r_jax.data.pipeline import InputConfig, build_dataset, to_global_batch
+from flow3r_jax.data.pipeline import InputConfig, to_global_batch
 from flow3r_jax.data.sources import DatasetError
 from flow3r_jax.train import distributed
 from flow3r_jax.train.checkpoint import Checkpoints, CheckpointError, PreemptionGuard, read_params
@@ -67,7 +67,7 @@ def _input_config(c, shapes: list[BatchShape]) -> InputConfig:
     )
 
 
-def _write_config(c, workdir: str) -> None:
+def _write_config(c, workdir: str, mcfg=None) -> None:
     if jax.process_index() != 0:
         return
     with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -75,7 +75,7 @@ def _write_config(c, workdir: str) -> None:
     import dataclasses
 
     with open(os.path.join(workdir, "model_config.json"), "w") as f:
-        json.dump(dataclasses.asdict(model_config(c)), f, indent=2)
+        json.dump(dataclasses.asdict(model_config(c) if mcfg is None else mcfg), f, indent=2)
 
 
 def _initial_params(c, layout: ParamLayout, mesh, rules) -> dict:
@@ -137,17 +137,18 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
     # ---- checks that must fail before any long work --------------------------------------
     mesh = make_mesh((c.mesh.data, c.mesh.fsdp, c.mesh.tensor))
     plan = TrainPlan(c, mesh)  # batch shapes, layout, optimiser, abstract state (ConfigErrors)
-    icfg = _input_config(c, plan.shapes)
+    method = plan.method  # the model family (train/method.py): input, model, loss
+    icfg = method.input_config(plan.shapes)
     mcfg, layout = plan.model_config, plan.layout
     eval_fn = _load_eval_fn(c.eval.fn)
-    _write_config(c, workdir)
+    _write_config(c, workdir, mcfg)
     shapes_text = ", ".join(f"{s.frames} frames x {s.global_batch}" for s in plan.shapes)
     log.info("mesh %s over %d devices / %d processes; batch shapes (global) %s", dict(mesh.shape), jax.device_count(), jax.process_count(), shapes_text)
     n_all, n_train = plan.param_count
-    log.info("model %s (%s flow head): %d parameters, %d trainable (%s)", c.model.size, c.model.flow_head, n_all, n_train, c.train.trainable)
+    log.info("model %s: %d parameters, %d trainable (%s)", method.describe(), n_all, n_train, c.train.trainable)
 
     # ---- input and state (restored when the workdir has a checkpoint) --------------------
-    ds = build_dataset(icfg)
+    ds = method.dataset(icfg)
     it = iter(ds)
     ckpts = Checkpoints(os.path.join(workdir, "checkpoints"), c.checkpoint.every, c.checkpoint.keep, c.checkpoint.best_metric, c.checkpoint.best_mode, c.checkpoint.keep_best)
     latest = ckpts.latest_step
@@ -177,9 +178,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
             return
         host = _host_params(state)
         if jax.process_index() == 0:
-            from flow3r_jax.models.pretrained import model_from_params
-
-            model = model_from_params(mcfg, {tuple(k.split("/")): v for k, v in host.items()})
+            model = method.model_from_params(mcfg, host)
             values = eval_fn(model, c, step)
             values = {k if k.startswith("eval/") else f"eval/{k}": float(v) for k, v in values.items()}
             writer.write(step, values)
@@ -195,7 +194,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
         for step in range(start, total):
             host_batch = next(it)
             skipped += int(host_batch["skipped_records"].sum())
-            n_local, frames = host_batch["images"].shape[:2]
+            n_local, frames = method.host_shape(host_batch)
             cs = steps.get((n_local * jax.process_count(), frames))
             if cs is None:
                 raise RuntimeError(f"the input gave a batch of {n_local} x {frames} frames per process, which matches no compiled shape ({shapes_text})")
@@ -214,7 +213,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
                 writer.write(done, host)
                 result["metrics"] = {k: float(v) for k, v in host.items()}
                 if not sys.stderr.isatty() or not c.log.progress:
-                    log.info("step %d/%d loss %.4g (flow %.4g) grad_norm %.3g lr %.3g %.2f s/step", done, total, host["loss/total"], host["loss/flow"], host["train/grad_norm"], host["train/lr"], dt)
+                    log.info("step %d/%d loss %.4g (%s %.4g) grad_norm %.3g lr %.3g %.2f s/step", done, total, host["loss/total"], method.log_term, host[f"loss/{method.log_term}"], host["train/grad_norm"], host["train/lr"], dt)
             writer.progress(done)
             if eval_fn is not None and c.eval.every > 0 and (done % c.eval.every == 0 or done == total):
                 run_eval(done)

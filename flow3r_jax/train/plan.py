@@ -34,14 +34,13 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from flow3r_jax.data.pipeline import Bucket, batch_spec
+from flow3r_jax.data.pipeline import Bucket
 from flow3r_jax.data.sample import SampleConfig
-from flow3r_jax.losses import LossConfig
 from flow3r_jax.models.config import get_model_config
 from flow3r_jax.train.mesh import BATCH_AXES
 from flow3r_jax.train.optimizer import make_optimizer
 from flow3r_jax.train.state import ParamLayout, replicated, trainable_mask
-from flow3r_jax.train.step import COUNTERS, build_train_step, make_step_fn
+from flow3r_jax.train.step import build_train_step, make_step_fn
 
 __all__ = ["ConfigError", "BatchShape", "TrainPlan", "batch_shapes", "parse_buckets", "model_config", "sample_config"]
 
@@ -139,39 +138,44 @@ class TrainPlan:
     """Everything about a training config that does not need data (see the module docstring)."""
 
     def __init__(self, c: ml_collections.ConfigDict, mesh):
+        from flow3r_jax.train.method import get_method
+
         self.config, self.mesh = c, mesh
+        self.method = get_method(c)  # the model family: model, batches, loss (train/method.py)
         self.rules = tuple(tuple(r) for r in c.mesh.rules)
-        self.shapes = batch_shapes(c, mesh.shape["data"] * mesh.shape["fsdp"], jax.process_count())
-        self.model_config = model_config(c)
-        self.sample = sample_config(c)
-        layout = self.layout = ParamLayout.of(self.model_config)
+        self.shapes = self.method.batch_shapes(mesh.shape["data"] * mesh.shape["fsdp"], jax.process_count())
+        self.model_config = self.method.model_config()
+        self.sample = sample_config(c) if self.method.name == "flow3r" else None
+        layout = self.layout = ParamLayout.of(self.model_config, build=self.method.build)
         mask = trainable_mask(layout.names, c.train.trainable)
         self.train_names = [n for n in layout.names if mask[n]]
         self.frozen_names = [n for n in layout.names if not mask[n]]
         if not self.train_names:
-            raise ConfigError(f"config.train.trainable={c.train.trainable!r} leaves nothing to train for flow head {c.model.flow_head!r}")
+            raise ConfigError(f"config.train.trainable={c.train.trainable!r} leaves nothing to train for {self.method.describe()}")
         self.tx, self.schedule = make_optimizer(c.train, self.train_names)
         self.param_shardings = param_sh = layout.shardings(mesh, self.rules)
         abstract_params = layout.abstract(mesh, self.rules, self.train_names)
         abstract_opt = jax.eval_shape(self.tx.init, abstract_params)
         self.opt_shardings = opt_sh = _opt_shardings(abstract_opt, param_sh, layout.shapes, mesh)
         repl = replicated(mesh)
+        self.loss_config = self.method.loss_config()
+        self.step_method = self.method.step_method(self.loss_config)
+        counters = self.counters = self.step_method.counters
         self.state_shardings = {
             "step": repl,
             "params": {n: param_sh[n] for n in self.train_names},
             "frozen": {n: param_sh[n] for n in self.frozen_names},
             "opt": opt_sh,
-            "counters": {k: repl for k in COUNTERS},
+            "counters": {k: repl for k in counters},
         }
         self.abstract_state = {
             "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=repl),
             "params": abstract_params,
             "frozen": layout.abstract(mesh, self.rules, self.frozen_names),
             "opt": jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_opt, opt_sh),
-            "counters": {k: jax.ShapeDtypeStruct((), jnp.int32, sharding=repl) for k in COUNTERS},
+            "counters": {k: jax.ShapeDtypeStruct((), jnp.int32, sharding=repl) for k in counters},
         }
-        self.loss_config = LossConfig(point_weight=c.loss.point_weight, normal_weight=c.loss.normal_weight, conf_weight=c.loss.conf_weight, camera_weight=c.loss.camera_weight, flow_weight=c.loss.flow_weight)
-        self._step_fn = make_step_fn(layout, self.tx, self.schedule, self.loss_config, float(c.train.clip_loss), int(c.train.microbatches), mesh)
+        self._step_fn = make_step_fn(layout, self.tx, self.schedule, self.loss_config, float(c.train.clip_loss), int(c.train.microbatches), mesh, self.step_method)
 
     @property
     def param_count(self) -> tuple[int, int]:
@@ -188,12 +192,11 @@ class TrainPlan:
             "params": trainable,
             "frozen": {n: params[n] for n in self.frozen_names},
             "opt": jax.jit(self.tx.init, out_shardings=self.opt_shardings)(trainable),
-            "counters": {k: jax.device_put(jnp.int32(0), repl) for k in COUNTERS},
+            "counters": {k: jax.device_put(jnp.int32(0), repl) for k in self.counters},
         }
 
     def abstract_batch(self, shape: BatchShape) -> dict[str, jax.ShapeDtypeStruct]:
-        sample = dataclasses.replace(self.sample, frames=shape.frames, pairs=shape.pairs)
-        spec = batch_spec(sample, shape.global_batch)
+        spec = self.method.batch_spec(shape)
         return {k: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=NamedSharding(self.mesh, PartitionSpec(BATCH_AXES, *([None] * (len(s.shape) - 1))))) for k, s in spec.items()}
 
     def lower(self, shape: BatchShape):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -51,10 +52,11 @@ class ParamLayout:
     names: list[str]
     shapes: dict[str, tuple[int, ...]]
     logical: dict[str, tuple]
+    build: Callable = Flow3r  # (cfg, rngs=...) -> the NNX model (a training method's model)
 
     @classmethod
-    def of(cls, cfg: ModelConfig) -> "ParamLayout":
-        model = nnx.eval_shape(lambda: Flow3r(cfg, rngs=nnx.Rngs(0)))
+    def of(cls, cfg: ModelConfig, build: Callable = Flow3r) -> "ParamLayout":
+        model = nnx.eval_shape(lambda: build(cfg, rngs=nnx.Rngs(0)))
         graphdef, state = nnx.split(model)
         paths, names, shapes, logical = [], [], {}, {}
         for path, var in nnx.to_flat_state(state):
@@ -67,7 +69,7 @@ class ParamLayout:
             meta = var.get_metadata()
             axes = meta.get("out_sharding") or meta.get("sharding_names") or ()
             logical[name] = tuple(axes) if axes else (None,) * len(shapes[name])
-        return cls(cfg, graphdef, paths, names, shapes, logical)
+        return cls(cfg, graphdef, paths, names, shapes, logical, build)
 
     # ---- model <-> flat dicts ----------------------------------------------------------------
     def model(self, params: dict[str, jax.Array]) -> Flow3r:
@@ -84,10 +86,10 @@ class ParamLayout:
 
     def init_fn(self, seed: int):
         """A function () -> {name: array} drawing the model's initial parameters."""
-        cfg = self.cfg
+        cfg, build = self.cfg, self.build
 
         def init():
-            return self.params_of(Flow3r(cfg, rngs=nnx.Rngs(seed)))
+            return self.params_of(build(cfg, rngs=nnx.Rngs(seed)))
 
         return init
 

@@ -12,9 +12,16 @@
 
 `build_train_step` returns the jitted function with explicit in/out shardings and the state
 donated. Metrics are fp32 scalars (loss terms averaged over micro-batches, grad norm, lr, counts).
+
+What is Flow3r-specific (preparing the batch, calling the model, the loss, the non-finite terms
+counted, a batch's sample and frame counts) is a `StepMethod`; `flow3r_method(loss_cfg)` is the
+default, and other training methods (`flow3r_jax.train.method`) pass theirs.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -26,12 +33,45 @@ from flow3r_jax.losses import LossConfig, flow3r_loss
 from flow3r_jax.train.mesh import BATCH_AXES
 from flow3r_jax.train.state import ParamLayout
 
-__all__ = ["loss_and_grads", "make_step_fn", "build_train_step", "NONFINITE_TERMS", "COUNTERS"]
+__all__ = ["loss_and_grads", "make_step_fn", "build_train_step", "NONFINITE_TERMS", "COUNTERS", "StepMethod", "flow3r_method", "counter_names"]
 
 NONFINITE_TERMS = ("point", "normal", "conf", "camera", "flow")
-# int32 counters of the state: skipped steps, steps with a non-finite loss term, and the samples
-# and frames trained on (batches of frame-count buckets differ in both).
-COUNTERS = ("skipped_steps", *(f"nonfinite/{k}" for k in NONFINITE_TERMS), "samples", "frames")
+
+
+def counter_names(nonfinite_terms: tuple[str, ...]) -> tuple[str, ...]:
+    """int32 counters of the state: skipped steps, steps with a non-finite loss term, and the
+    samples and frames trained on (batches of frame-count buckets differ in both)."""
+    return ("skipped_steps", *(f"nonfinite/{k}" for k in nonfinite_terms), "samples", "frames")
+
+
+COUNTERS = counter_names(NONFINITE_TERMS)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepMethod:
+    """What the generic step needs from a training method.
+
+    prepare: batch -> batch (inside jit, once per step); loss: (model, batch, step) -> (total,
+    terms) with a `nonfinite/<k>` term (> 0 when term k is not finite) for each k of
+    `nonfinite_terms`; counts: batch -> (samples, frames), static Python ints."""
+
+    prepare: Callable
+    loss: Callable
+    nonfinite_terms: tuple[str, ...]
+    counts: Callable
+
+    @property
+    def counters(self) -> tuple[str, ...]:
+        return counter_names(self.nonfinite_terms)
+
+
+def flow3r_method(loss_cfg: LossConfig) -> StepMethod:
+    """Flow3r: `prepare_batch`, the model on (images, pairs), `flow3r_loss`."""
+
+    def loss(model, mb, step):
+        return flow3r_loss(model(mb["images"], mb["pairs"]), mb, loss_cfg)
+
+    return StepMethod(prepare_batch, loss, NONFINITE_TERMS, lambda batch: tuple(batch["images"].shape[:2]))
 
 
 def _split_micro(x: jax.Array, m: int, mesh) -> jax.Array:
@@ -44,13 +84,14 @@ def _split_micro(x: jax.Array, m: int, mesh) -> jax.Array:
     return y
 
 
-def loss_and_grads(layout: ParamLayout, loss_cfg: LossConfig, params, frozen, batch, clip_loss: float = float("inf"), microbatches: int = 1, mesh=None):
-    """(grads of the trainable `params`, terms averaged over micro-batches) on a prepared batch."""
+def loss_and_grads(layout: ParamLayout, loss_cfg: LossConfig, params, frozen, batch, clip_loss: float = float("inf"), microbatches: int = 1, mesh=None, method: StepMethod | None = None, step=None):
+    """(grads of the trainable `params`, terms averaged over micro-batches) on a prepared batch.
+    `method` (default Flow3r's with `loss_cfg`) calls the model and computes the loss."""
+    method = flow3r_method(loss_cfg) if method is None else method
 
     def loss_fn(p, mb):
         model = layout.model({**frozen, **p})
-        out = model(mb["images"], mb["pairs"])
-        total, terms = flow3r_loss(out, mb, loss_cfg)
+        total, terms = method.loss(model, mb, step)
         clipped = total > clip_loss
         return jnp.where(clipped, 0.0, total), {**terms, "loss_clipped": clipped.astype(jnp.float32)}
 
@@ -69,12 +110,13 @@ def loss_and_grads(layout: ParamLayout, loss_cfg: LossConfig, params, frozen, ba
     return jax.tree.map(lambda x: x / microbatches, (g, t))
 
 
-def make_step_fn(layout: ParamLayout, tx: optax.GradientTransformation, schedule, loss_cfg: LossConfig, clip_loss: float, microbatches: int, mesh=None):
+def make_step_fn(layout: ParamLayout, tx: optax.GradientTransformation, schedule, loss_cfg: LossConfig, clip_loss: float, microbatches: int, mesh=None, method: StepMethod | None = None):
     """The pure step function (not yet jitted)."""
+    method = flow3r_method(loss_cfg) if method is None else method
 
     def step_fn(state, batch):
-        prepared = prepare_batch(batch)
-        grads, terms = loss_and_grads(layout, loss_cfg, state["params"], state["frozen"], prepared, clip_loss, microbatches, mesh)
+        prepared = method.prepare(batch)
+        grads, terms = loss_and_grads(layout, loss_cfg, state["params"], state["frozen"], prepared, clip_loss, microbatches, mesh, method, state["step"])
         grad_norm = optax.global_norm(grads)
         finite = jnp.isfinite(grad_norm)
         updates, new_opt = tx.update(grads, state["opt"], state["params"])
@@ -82,9 +124,9 @@ def make_step_fn(layout: ParamLayout, tx: optax.GradientTransformation, schedule
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
         counters = dict(state["counters"])
         counters["skipped_steps"] = counters["skipped_steps"] + (~finite).astype(jnp.int32)
-        for k in NONFINITE_TERMS:
+        for k in method.nonfinite_terms:
             counters[f"nonfinite/{k}"] = counters[f"nonfinite/{k}"] + (terms[f"nonfinite/{k}"] > 0).astype(jnp.int32)
-        b, n = batch["images"].shape[:2]  # static: this step's bucket
+        b, n = method.counts(batch)  # static: this step's bucket
         counters["samples"] = counters["samples"] + jnp.int32(b)
         counters["frames"] = counters["frames"] + jnp.int32(b * n)
         new_state = {

@@ -103,6 +103,7 @@ def _ablation(variant, **opts):
         ("tracking", "/data/labeled,/data/videos", 0.01, "tracking"),
         ("projective", "/data/labeled,/data/videos", 0.01, "projective"),
         ("factored_more_data", "/data/labeled,/data/videos_x4", 0.01, "factored"),
+        ("consistency", "/data/labeled,/data/videos", 0.01, "factored"),
     ],
 )
 def test_ablation_variant_data_loss_and_head(variant, sources, flow_weight, head):
@@ -114,6 +115,7 @@ def test_ablation_variant_data_loss_and_head(variant, sources, flow_weight, head
     assert c.loss.flow_weight == flow_weight
     assert c.model.flow_head == head
     assert c.train.trainable == "all_but_encoder"
+    assert c.loss.consistency_weight == (0.5 if variant == "consistency" else 0.0)  # DF-Net's weight
 
 
 def test_ablation_variants_share_one_budget():

@@ -159,7 +159,7 @@ def test_a_run_where_every_input_failed_exits_1_with_the_reasons(bad_inputs, tmp
 
 def _corrupt_folder(folder: pathlib.Path, frames) -> None:
     write_folder(folder, frames)
-    (folder / "00001.png").write_bytes(b"not a png")
+    (folder / f"{len(frames) - 1:05d}.png").write_bytes(b"not a png")  # the last image: every sampling reads it
 
 
 def test_retry_failed_processes_only_the_failed_inputs_again(pipe_clips, pipe_videos, tmp_path, capsys):

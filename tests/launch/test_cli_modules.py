@@ -29,6 +29,7 @@ CLI_MODULES = [
     "data_pipelines.make_dataset",
     "data_pipelines.beam_flow",
     "data_pipelines.synthetic",
+    "data_pipelines.synthetic_tracks",
 ]
 
 # Runs MODULE as `python -m MODULE --help` would, recording every argparse parser that parses

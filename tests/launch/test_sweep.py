@@ -20,7 +20,7 @@ SWEEPS = {
     "configs/flow3r.py": (6, "launch.train"),
     "configs/flowmap.py": (6, "flow3r_jax.reconstruct"),
     "configs/eval.py": (3, "launch.eval"),
-    "configs/ablation_flow_heads.py": (15, "launch.train"),
+    "configs/ablation_flow_heads.py": (18, "launch.train"),  # 6 variants x 3 seeds
 }
 
 

@@ -12,7 +12,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Compiled programs are reused across the subprocesses of a test (a restarted run compiles the
 # same step): JAX's persistent compilation cache, shared by the test workers.
-JIT_CACHE = os.path.join(tempfile.gettempdir(), "flow3r_jax_test_jit_cache")
+JIT_CACHE = os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(tempfile.gettempdir(), "flow3r_jax_test_jit_cache")  # tests/conftest.py sets it
 
 
 # Fake CPU devices share 2 cores: a collective may wait far longer than XLA's default 40 s for
@@ -22,7 +22,7 @@ COLLECTIVE_WAIT = " ".join(f"--xla_cpu_collective_{k}={v}" for k, v in [("call_t
 
 def env(xla_flags: str = "", **extra) -> dict:
     e = {**os.environ, "PYTHONPATH": ROOT, "JAX_COMPILATION_CACHE_DIR": JIT_CACHE, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
-    e["XLA_FLAGS"] = f"{xla_flags} {COLLECTIVE_WAIT}".strip()
+    e["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {xla_flags} {COLLECTIVE_WAIT}".strip()  # keeps tests/conftest.py's compile flags
     e.update(extra)
     return e
 

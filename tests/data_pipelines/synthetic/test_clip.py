@@ -215,7 +215,9 @@ def test_ray_caster_matches_closed_form_geometry(clips, scenes, name):
             a, b, c = np.sum(rays * rays, -1), np.sum(rays * oc, -1), oc @ oc - r * r
             disc = b * b - a * c
             t = (-b - np.sqrt(np.maximum(disc, 0))) / a
-            assert np.all(disc[seen] >= 0)
+            # a pixel the renderer puts on the sphere: its ray meets it (up to fp32 rounding of a
+            # grazing ray, relative to a r^2)
+            assert np.all(disc[seen] >= -1e-4 * a[seen] * r * r)
             if seen.any():
                 rel = np.abs(frame["depth"][seen] - t[seen]) / t[seen]
                 # float32 rendering; at the silhouette (grazing rays) the quadratic is ill-conditioned.
