@@ -112,12 +112,14 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m data_pipelines.synthetic_tracks", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True)
-    p.add_argument("--clips", type=int, default=8)
-    p.add_argument("--frames", type=int, default=8)
-    p.add_argument("--tracks", type=int, default=64)
-    p.add_argument("--size", type=_size, default=(64, 64))
+    from flow3r_jax.cli import ArgumentParser
+
+    p = ArgumentParser(module="data_pipelines.synthetic_tracks", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="output directory of the clip_*.npz files")
+    p.add_argument("--clips", type=int, default=8, help="number of synthetic dynamic clips")
+    p.add_argument("--frames", type=int, default=8, help="frames per clip")
+    p.add_argument("--tracks", type=int, default=64, help="point tracks per clip")
+    p.add_argument("--size", type=_size, default=(64, 64), help="image size HxW the tracks live in")
     p.add_argument("--seed", type=int, default=0, help="seed of the first clip (clip n uses seed + n)")
     p.add_argument("--images", action="store_true", help="also store the rendered frames")
     a = p.parse_args(argv)

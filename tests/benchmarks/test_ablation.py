@@ -67,7 +67,7 @@ def test_one_variant_trains_and_is_scored(tmp_path):
     # the held-back scenes are what they claim: moving objects in one benchmark only
     dyn = [json.loads((tmp_path / "data" / f"bench_{k}" / s / "cameras.json").read_text())["synthetic"]["dynamic"] for k in ("dynamic", "static") for s in sorted(os.listdir(tmp_path / "data" / f"bench_{k}")) if s.startswith("seq_")]
     assert dyn == [True, True, False, False]
-    assert "2. + factored flow (Flow3r)" in (tmp_path / "ablation.md").read_text()
+    assert "6. factored + DF-Net consistency" in (tmp_path / "ablation.md").read_text()
     evals = tmp_path / "eval" / "dynamic" / "variant=consistency,seed=0" / "synthetic.json"
     before = evals.stat().st_mtime_ns
     r = subprocess.run(args, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
