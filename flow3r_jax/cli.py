@@ -89,15 +89,12 @@ def _prog_of(container) -> str:
     return getattr(container, "prog", None) or getattr(container, "_prog", "")
 
 
-class _ArgumentGroup(argparse._ArgumentGroup):  # argparse has no public hook for its groups
-    """An argument group whose options follow the same rules as the parser's own."""
-
-    def __init__(self, container, *args, **kwargs):
-        super().__init__(container, *args, **kwargs)
-        self._prog = _prog_of(container)
+class _Rules:
+    """The project's option rules for a parser and for every group made from it (argparse has
+    no public hook for its groups, hence the subclasses of its private ones)."""
 
     def add_argument(self, *names, **kwargs):
-        return super().add_argument(*_checked_names(self._prog, names, kwargs), **kwargs)
+        return super().add_argument(*_checked_names(_prog_of(self), names, kwargs), **kwargs)
 
     def add_argument_group(self, *args, **kwargs):  # nesting (deprecated by argparse) keeps the rules
         group = _ArgumentGroup(self, *args, **kwargs)
@@ -110,18 +107,23 @@ class _ArgumentGroup(argparse._ArgumentGroup):  # argparse has no public hook fo
         return group
 
 
-class _MutuallyExclusiveGroup(argparse._MutuallyExclusiveGroup):
+class _ArgumentGroup(_Rules, argparse._ArgumentGroup):
+    """An argument group whose options follow the same rules as the parser's own."""
+
+    def __init__(self, container, *args, **kwargs):
+        super().__init__(container, *args, **kwargs)
+        self._prog = _prog_of(container)
+
+
+class _MutuallyExclusiveGroup(_Rules, argparse._MutuallyExclusiveGroup):
     """A mutually exclusive group whose options follow the same rules as the parser's own."""
 
     def __init__(self, container, **kwargs):
         super().__init__(container, **kwargs)
         self._prog = _prog_of(container)
 
-    def add_argument(self, *names, **kwargs):
-        return super().add_argument(*_checked_names(self._prog, names, kwargs), **kwargs)
 
-
-class ArgumentParser(argparse.ArgumentParser):
+class ArgumentParser(_Rules, argparse.ArgumentParser):
     """argparse.ArgumentParser with the project's flag rules (see the module docstring).
 
     `module` ("flow3r_jax.reconstruct") sets the usage line to `python -m flow3r_jax.reconstruct`.
@@ -132,20 +134,6 @@ class ArgumentParser(argparse.ArgumentParser):
             kwargs["prog"] = f"python -m {module}"
         super().__init__(*args, **kwargs)
         quiet_platform_probing()
-
-    def add_argument(self, *names, **kwargs):
-        names = _checked_names(self.prog, names, kwargs)
-        return super().add_argument(*names, **kwargs)
-
-    def add_argument_group(self, *args, **kwargs):
-        group = _ArgumentGroup(self, *args, **kwargs)
-        self._action_groups.append(group)
-        return group
-
-    def add_mutually_exclusive_group(self, **kwargs):
-        group = _MutuallyExclusiveGroup(self, **kwargs)
-        self._mutually_exclusive_groups.append(group)
-        return group
 
     def parse_known_args(self, args=None, namespace=None):
         import sys

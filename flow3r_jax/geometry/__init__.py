@@ -47,6 +47,7 @@ from flow3r_jax.geometry.camera import (
 )
 from flow3r_jax.geometry.flow import (
     coords_to_flow,
+    fb_occluded,
     flow_from_camera_points,
     flow_to_color,
     flow_to_coords,

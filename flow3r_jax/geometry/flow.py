@@ -24,6 +24,7 @@ __all__ = [
     "flow_from_camera_points",
     "induced_flow",
     "forward_backward_mask",
+    "fb_occluded",
     "gt_flow_with_depth_check",
     "flow_to_color",
 ]
@@ -80,6 +81,15 @@ def _inside(xy, H, W):
     return (xy[..., 0] >= 0) & (xy[..., 0] <= W) & (xy[..., 1] >= 0) & (xy[..., 1] <= H)
 
 
+def fb_occluded(
+    flow_fw: Float[Array, "*batch H W 2"], back: Float[Array, "*batch H W 2"], alpha: float = 0.01, beta: float = 0.5
+) -> Bool[Array, "*batch H W"]:
+    """The forward-backward test alone: |f + b|^2 > alpha (|f|^2 + |b|^2) + beta, with `back` the
+    backward flow already sampled at x + f (UnFlow's and DF-Net's occlusion test)."""
+    err = jnp.sum((flow_fw + back) ** 2, axis=-1)
+    return err > alpha * (jnp.sum(flow_fw**2, axis=-1) + jnp.sum(back**2, axis=-1)) + beta
+
+
 def forward_backward_mask(
     flow_fw: Float[Array, "*batch H W 2"],
     flow_bw: Float[Array, "*batch H W 2"],
@@ -90,14 +100,12 @@ def forward_backward_mask(
 
     `flow_fw` is i -> j on i's grid, `flow_bw` is j -> i on j's grid (same size). A pixel is
     consistent when its target lies inside frame j and
-    |f + b(x + f)|^2 < alpha (|f|^2 + |b(x + f)|^2) + beta (b sampled bilinearly).
+    |f + b(x + f)|^2 <= alpha (|f|^2 + |b(x + f)|^2) + beta (b sampled bilinearly; `fb_occluded`).
     """
     H, W = flow_fw.shape[-3:-1]
     target = flow_to_coords(flow_fw)
     back = bilinear_sample(flow_bw, target, padding="border")
-    err = jnp.sum((flow_fw + back) ** 2, axis=-1)
-    bound = alpha * (jnp.sum(flow_fw**2, axis=-1) + jnp.sum(back**2, axis=-1)) + beta
-    return (err < bound) & _inside(target, H, W)
+    return ~fb_occluded(flow_fw, back, alpha, beta) & _inside(target, H, W)
 
 
 def gt_flow_with_depth_check(

@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-from flow3r_jax.geometry import bilinear_sample, flow_to_coords, focal_from_pointmap, induced_flow, intrinsics_from_focal, ndc_coords_to_flow
+from flow3r_jax.geometry import bilinear_sample, fb_occluded, flow_to_coords, focal_from_pointmap, induced_flow, intrinsics_from_focal, ndc_coords_to_flow
 
 __all__ = [
     "in_range",
@@ -78,15 +78,6 @@ def sample_backward(flow_fw: Float[Array, "*batch H W 2"], flow_bw: Float[Array,
     of the backward flow; outside the image the border is repeated, which only happens where
     `in_range` is False)."""
     return bilinear_sample(flow_bw, flow_to_coords(flow_fw), padding="border")
-
-
-def fb_occluded(
-    flow: Float[Array, "*batch H W 2"], back: Float[Array, "*batch H W 2"], alpha: float = 0.01, beta: float = 0.5
-) -> Bool[Array, "*batch H W"]:
-    """|f + b|^2 > alpha (|f|^2 + |b|^2) + beta, b the backward flow already sampled at x + f
-    (DF-Net's `get_fb_mask`, UnFlow's test)."""
-    err = jnp.sum((flow + back) ** 2, axis=-1)
-    return err > alpha * (jnp.sum(flow**2, axis=-1) + jnp.sum(back**2, axis=-1)) + beta
 
 
 def branch_mask(
