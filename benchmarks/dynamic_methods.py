@@ -6,7 +6,7 @@ visible track points: AbsRel and delta < 1.25 after per-frame median scaling (Tr
 `calculate_depth_evaluation_metrics`; pixel methods' depth maps are read at the tracks' pixels).
 
     python -m benchmarks.dynamic_methods [--clips 2] [--frames 8] [--tracks 64] [--size 64x64]
-        [--t4d_steps 300] [--flowmap_steps 300] [--flow3r_checkpoint CKPT --flow3r_size tiny]
+        [--t4d_steps 300] [--flowmap_steps 300] [--flow3r_checkpoint CKPT --flow3r_size tiny --flow3r_pixels 3136]
 """
 
 from __future__ import annotations
@@ -77,11 +77,11 @@ def run_flowmap(clip, steps: int):
     return np.asarray(rec.poses), depth, time.perf_counter() - t0
 
 
-def run_flow3r(clip, checkpoint: str, size: str):
+def run_flow3r(clip, checkpoint: str, size: str, pixels: int):
     from flow3r_jax.reconstruct import run_feedforward
 
     t0 = time.perf_counter()
-    rec = run_feedforward(clip["images"], checkpoint, size=size)
+    rec = run_feedforward(clip["images"], checkpoint, size=size, max_pixels=pixels)
     depth = _sample_depth(np.asarray(rec.depth), clip["tracks"], clip["image_size"])
     return np.asarray(rec.poses), depth, time.perf_counter() - t0
 
@@ -98,8 +98,9 @@ def main(argv=None) -> int:
     p.add_argument("--t4d_workdir", default=None, help="also fine-tune from this launch.train workdir (configs/tracks4d.py, same --t4d_size)")
     p.add_argument("--t4d_ft_steps", type=int, default=100, help="fine-tuning steps from --t4d_workdir")
     p.add_argument("--flowmap_steps", type=int, default=300)
-    p.add_argument("--flow3r_checkpoint", default=None)
-    p.add_argument("--flow3r_size", default="tiny")
+    p.add_argument("--flow3r_checkpoint", default=None, help="a Flow3r checkpoint (file, save_pretrained dir or launch.train workdir)")
+    p.add_argument("--flow3r_size", default="tiny", help="its model size")
+    p.add_argument("--flow3r_pixels", type=int, default=255_000, help="its input area (the official rule's max_pixels; a tiny checkpoint: its training area, e.g. 3136 for 56x56)")
     a = p.parse_args(argv)
     H, W = (int(v) for v in a.size.lower().split("x"))
     methods = {"tracks4d": lambda c: run_tracks4d(c, a.t4d_steps, a.t4d_size, None)}
@@ -107,7 +108,7 @@ def main(argv=None) -> int:
         methods["t4d-ft"] = lambda c: run_tracks4d(c, a.t4d_ft_steps, a.t4d_size, a.t4d_workdir)
     methods["flowmap"] = lambda c: run_flowmap(c, a.flowmap_steps)
     if a.flow3r_checkpoint:
-        methods["flow3r"] = lambda c: run_flow3r(c, a.flow3r_checkpoint, a.flow3r_size)
+        methods["flow3r"] = lambda c: run_flow3r(c, a.flow3r_checkpoint, a.flow3r_size, a.flow3r_pixels)
     # reference: one constant depth (what no depth information scores; no poses)
     methods["constant"] = lambda c: (None, np.ones_like(c["depth"]), 0.0)
     rows = {m: [] for m in methods}

@@ -53,12 +53,14 @@ class StepMethod:
 
     prepare: batch -> batch (inside jit, once per step); loss: (model, batch, step) -> (total,
     terms) with a `nonfinite/<k>` term (> 0 when term k is not finite) for each k of
-    `nonfinite_terms`; counts: batch -> (samples, frames), static Python ints."""
+    `nonfinite_terms`; counts: batch -> (samples, frames), static Python ints; clip_basis:
+    (total, terms) -> the value compared with `clip_loss` (default the total)."""
 
     prepare: Callable
     loss: Callable
     nonfinite_terms: tuple[str, ...]
     counts: Callable
+    clip_basis: Callable | None = None
 
     @property
     def counters(self) -> tuple[str, ...]:
@@ -71,7 +73,12 @@ def flow3r_method(loss_cfg: LossConfig) -> StepMethod:
     def loss(model, mb, step):
         return flow3r_loss(model(mb["images"], mb["pairs"]), mb, loss_cfg)
 
-    return StepMethod(prepare_batch, loss, NONFINITE_TERMS, lambda batch: tuple(batch["images"].shape[:2]))
+    def clip_basis(total, terms):
+        # pi^3's clip_loss judges pi^3's loss: DF-Net's consistency term (pixels, large while
+        # the depth is untrained) would otherwise drop every step from random initialisation.
+        return total - loss_cfg.consistency_weight * terms["consistency"] if "consistency" in terms else total
+
+    return StepMethod(prepare_batch, loss, NONFINITE_TERMS, lambda batch: tuple(batch["images"].shape[:2]), clip_basis)
 
 
 def _split_micro(x: jax.Array, m: int, mesh) -> jax.Array:
@@ -92,7 +99,7 @@ def loss_and_grads(layout: ParamLayout, loss_cfg: LossConfig, params, frozen, ba
     def loss_fn(p, mb):
         model = layout.model({**frozen, **p})
         total, terms = method.loss(model, mb, step)
-        clipped = total > clip_loss
+        clipped = (total if method.clip_basis is None else method.clip_basis(total, terms)) > clip_loss
         return jnp.where(clipped, 0.0, total), {**terms, "loss_clipped": clipped.astype(jnp.float32)}
 
     grad_fn = jax.grad(loss_fn, has_aux=True)

@@ -56,6 +56,10 @@ def test_one_variant_trains_and_is_scored(tmp_path):
     assert logged, (job / "metrics.jsonl").read_text()[:2000]
     assert all(math.isfinite(m["loss/consistency"]) and m["loss/consistency"] > 0 and 0 <= m["loss/dynamic_fraction"] <= 1 for m in logged)
     assert all(m["count/skipped_steps"] == 0 for m in logged)
+    # and it trains: pi^3's loss clipping judges pi^3's loss, not the consistency term in pixels
+    # (large while the depth is untrained), so steps are not clipped to a zero gradient
+    steps = [m for m in logged if "train/grad_norm" in m]
+    assert steps and all(m["train/loss_clipped"] == 0 and m["train/grad_norm"] > 0 for m in steps), steps
     res = json.loads((tmp_path / "ablation.json").read_text())
     for kind in ("dynamic", "static"):
         row = res["stats"][kind]["consistency"]
