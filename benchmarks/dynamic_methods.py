@@ -34,12 +34,13 @@ def track_depth_metrics(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray) -
     return {"absrel": float(np.mean(absrel)), "delta1": float(np.mean(d1))}
 
 
-def _sample_depth(depth_maps: np.ndarray, tracks_px: np.ndarray, size) -> np.ndarray:
-    """Nearest-pixel lookup of depth maps (T, h, w) at track pixels given on an image of `size`."""
+def _sample_depth(depth_maps: np.ndarray, tracks_px: np.ndarray, grid) -> np.ndarray:
+    """Nearest-pixel lookup of depth maps (T, h, w) on `grid` (a `data.frames.ModelGrid`) at
+    track pixels given on the input image."""
     T, h, w = depth_maps.shape
-    H, W = size
-    x = np.clip((tracks_px[..., 0] * w / W).astype(int), 0, w - 1)
-    y = np.clip((tracks_px[..., 1] * h / H).astype(int), 0, h - 1)
+    xy = grid.from_input(tracks_px)
+    x = np.clip(xy[..., 0].astype(int), 0, w - 1)
+    y = np.clip(xy[..., 1].astype(int), 0, h - 1)
     return depth_maps[np.arange(T)[:, None], y, x]
 
 
@@ -73,7 +74,7 @@ def run_flowmap(clip, steps: int):
 
     t0 = time.perf_counter()
     rec = rf(clip["images"], steps=steps, init="random", pixels=int(np.prod(clip["images"].shape[1:3])), progress=False)
-    depth = _sample_depth(np.asarray(rec.depth), clip["tracks"], clip["image_size"])
+    depth = _sample_depth(np.asarray(rec.depth), clip["tracks"], rec.grid)
     return np.asarray(rec.poses), depth, time.perf_counter() - t0
 
 
@@ -82,7 +83,7 @@ def run_flow3r(clip, checkpoint: str, size: str, pixels: int):
 
     t0 = time.perf_counter()
     rec = run_feedforward(clip["images"], checkpoint, size=size, max_pixels=pixels)
-    depth = _sample_depth(np.asarray(rec.depth), clip["tracks"], clip["image_size"])
+    depth = _sample_depth(np.asarray(rec.depth), clip["tracks"], rec.grid)
     return np.asarray(rec.poses), depth, time.perf_counter() - t0
 
 

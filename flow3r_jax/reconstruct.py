@@ -58,8 +58,12 @@ import os
 import signal
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from flow3r_jax.data.frames import ModelGrid
 
 __all__ = ["ReconstructionError", "Interrupted", "StopRequest", "check_options", "read_input_frames", "flowmap_size", "reconstruct", "main"]
 
@@ -391,13 +395,15 @@ def _tracks(frames, flow_fw, flow_bw):
 class Reconstruction:
     """poses (K, 4, 4) camera-to-world (frame 0 = identity); K_model (3, 3) intrinsics on the
     model grid; depth (K, h, w) on the model grid; colors (K, h, w, 3) uint8 on the model grid;
-    info: what ran."""
+    info: what ran; grid: where the model grid sits in the input frames (one scale and a
+    centred crop, `data.frames.ModelGrid`)."""
 
     poses: np.ndarray
     K_model: np.ndarray
     depth: np.ndarray
     colors: np.ndarray
     info: dict
+    grid: ModelGrid
 
 
 class _StepBar:
@@ -434,6 +440,7 @@ def run_flowmap(
     init: str = "pretrained",
     pixels: int = 43_200,
     base_depth=None,
+    base_grid=None,
     explicit: bool = False,
     seed: int = 0,
     progress: bool = True,
@@ -442,18 +449,19 @@ def run_flowmap(
 ) -> Reconstruction:
     """The per-scene optimisation on uint8 frames (K, H, W, 3) (see the module docstring).
     `flowmap`: further `FlowMapConfig` fields (e.g. from `--config configs/flowmap.py`).
+    `base_depth` (K, h', w') on `base_grid` (a feed-forward result's): the depth to refine.
     `stop`: asked between the stages (raising Interrupted before the first step) and between
     stretches of steps (ending the run early: `info["partial"]` says where)."""
     import jax
 
-    from flow3r_jax.data.frames import resize_frames
+    from flow3r_jax.data.frames import grid_to_input, resize_to_grid, uniform_grid
     from flow3r_jax.flowmap import FlowMapConfig, init_params, load_init, make_scene_inputs, optimize_scene
     from flow3r_jax.flowmap.weights import DEFAULT_INIT
 
     stop = stop or StopRequest()
     K, H0, W0 = frames.shape[:3]
-    h, w = flowmap_size(H0, W0, pixels)
-    small = resize_frames(frames, (h, w))
+    grid = uniform_grid(H0, W0, flowmap_size(H0, W0, pixels))
+    (h, w), small = grid.model_size, resize_to_grid(frames, grid)
     t0 = time.time()
     flow_fw, flow_bw, teacher = _consecutive_teacher_flows(small)
     log.info("flow: %s on %d pairs at %dx%d (%.1f s)", teacher, 2 * (K - 1), h, w, time.time() - t0)
@@ -461,7 +469,8 @@ def run_flowmap(
     tracks = _tracks(small, flow_fw, flow_bw)
     stop.check("after computing tracks, before the optimisation")
     if base_depth is not None:
-        base_depth = np.maximum(_resize_maps(base_depth, (h, w)), 1e-3)
+        on_input = grid_to_input(base_depth, base_grid) if base_grid is not None else _resize_maps(base_depth, (H0, W0))
+        base_depth = np.maximum(resize_to_grid(on_input, grid), 1e-3)
     inputs = make_scene_inputs(small, flow_fw, flow_bw, tracks=tracks, base_depth=base_depth)
     fields = dict(flowmap or {}, steps=steps, progress_every=0)
     if explicit:
@@ -521,7 +530,7 @@ def run_flowmap(
         log.warning("flowmap: stopped by %s after %d of %d steps (%.1f s); writing the state reached, marked partial", stop.name, done, steps, seconds)
     else:
         log.info("flowmap: %d steps in %.1f s, final loss %.5f, focal %.4f (f_px/sqrt(HW))", steps, seconds, info["final_loss"], info["focal_flowmap_units"])
-    return Reconstruction(np.asarray(result.poses, np.float64), np.asarray(result.intrinsics, np.float64), np.asarray(result.depth), small, info)
+    return Reconstruction(np.asarray(result.poses, np.float64), np.asarray(result.intrinsics, np.float64), np.asarray(result.depth), small, info, grid)
 
 
 def _fill_invisible(xy: np.ndarray, visible: np.ndarray) -> np.ndarray:
@@ -556,15 +565,15 @@ def run_tracks4d(
     workdir of configs/tracks4d.py, same `size`) or from scratch (with the camera warm-up).
     Depth maps are sparse: each frame's visible track points, 0 elsewhere; the point cloud is the
     reconstructed 3D track points of every frame where they are visible."""
-    from flow3r_jax.data.frames import resize_frames
+    from flow3r_jax.data.frames import resize_to_grid, uniform_grid
     from flow3r_jax.flowmap.tracks4d import finetune_tracks4d
     from flow3r_jax.losses.tracks4d import Tracks4DLossConfig
     from flow3r_jax.models.tracks4d import tracks4d_config
 
     stop = stop or StopRequest()
     K, H0, W0 = frames.shape[:3]
-    h, w = flowmap_size(H0, W0, pixels)
-    small = resize_frames(frames, (h, w))
+    grid = uniform_grid(H0, W0, flowmap_size(H0, W0, pixels))
+    (h, w), small = grid.model_size, resize_to_grid(frames, grid)
     t0 = time.time()
     flow_fw, flow_bw, teacher = _consecutive_teacher_flows(small)
     tracks = _tracks(small, flow_fw, flow_bw)
@@ -611,14 +620,14 @@ def run_tracks4d(
     depth[f_idx, rows[f_idx, n_idx], cols[f_idx, n_idx]] = np.maximum(r.depth[f_idx, n_idx], 0.0)
     pts = world[f_idx, n_idx]
     colors = small[f_idx, rows[f_idx, n_idx], cols[f_idx, n_idx]]
-    obs_xy = xy[f_idx, n_idx] * np.array([W0 / w, H0 / h])
+    obs_xy = grid.to_input(xy[f_idx, n_idx])
     info = dict(
         backend="tracks4d", init=init or "random", size=[h, w], model=size, steps=steps, tracks=int(len(keep)), teacher=teacher,
         seconds=round(seconds, 1), best_loss=r.best_loss, history={"loss": np.asarray(r.history).tolist()},
     )
     if r.steps_done < steps:
         info["partial"] = dict(stopped_by=stop.name, steps_done=r.steps_done, steps=steps, stage="TracksTo4D fine-tuning")
-    rec = Reconstruction(poses, K_model, depth, small, info)
+    rec = Reconstruction(poses, K_model, depth, small, info, grid)
     rec.cloud = (pts, colors, (f_idx, obs_xy, np.arange(len(pts))))
     return rec
 
@@ -631,18 +640,20 @@ def _resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def run_feedforward(frames: np.ndarray, checkpoint: str, size: str = "large", max_pixels: int = 255_000) -> Reconstruction:
-    """The Flow3r model on frames sized by the official rule: poses from its camera head
+    """The Flow3r model on frames sized by the official rule (with one scale for both axes and a
+    centred crop of the few pixels the rounding to multiples of 14 leaves over, so that pixels
+    stay square): poses from its camera head
     (re-expressed with frame 0 at the origin), one shared focal fitted to its local points."""
     import jax.numpy as jnp
 
-    from flow3r_jax.data.frames import official_target_size, resize_frames
+    from flow3r_jax.data.frames import official_target_size, resize_to_grid, uniform_grid
     from flow3r_jax.geometry import focal_from_pointmap, relative_pose
     from flow3r_jax.models.inference import Predictor
     from flow3r_jax.models.pretrained import load_pretrained
 
     K, H0, W0 = frames.shape[:3]
-    h, w = official_target_size(H0, W0, max_pixels)
-    small = resize_frames(frames, (h, w))
+    grid = uniform_grid(H0, W0, official_target_size(H0, W0, max_pixels))
+    (h, w), small = grid.model_size, resize_to_grid(frames, grid)
     t0 = time.time()
     model = load_pretrained(checkpoint, size)
     log.info("model: %s loaded (%.1f s); input %d x %dx%d", checkpoint, time.time() - t0, K, h, w)
@@ -656,7 +667,7 @@ def run_feedforward(frames: np.ndarray, checkpoint: str, size: str = "large", ma
     depth = np.maximum(local[..., 2], 1e-6)
     Km = np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1]], np.float64)
     info = dict(backend="feedforward", checkpoint=checkpoint, size=[h, w], seconds=round(time.time() - t0, 1), focal_px_model=f)
-    return Reconstruction(poses, Km, depth, small, info)
+    return Reconstruction(poses, Km, depth, small, info, grid)
 
 
 def reconstruct(
@@ -709,7 +720,7 @@ def reconstruct(
                 rec.info["partial"] = dict(stopped_by=stop.name, steps_done=0, steps=steps, stage="before --refine: the feed-forward result, unrefined")
                 log.warning("reconstruct: stopped by %s before --refine; writing the feed-forward result, marked partial", stop.name)
             else:
-                rec = run_flowmap(images, steps, init, pixels, base_depth=ff.depth, explicit=explicit, progress=progress, flowmap=flowmap, stop=stop)
+                rec = run_flowmap(images, steps, init, pixels, base_depth=ff.depth, base_grid=ff.grid, explicit=explicit, progress=progress, flowmap=flowmap, stop=stop)
                 rec.info["feedforward"] = ff.info
     else:
         rec = run_flowmap(images, steps, init, pixels, explicit=explicit, progress=progress, flowmap=flowmap, stop=stop)

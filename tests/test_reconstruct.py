@@ -118,9 +118,13 @@ def _check_outputs(out, n_frames, size):
 def test_reconstruct_synthetic_video_with_the_optimiser(synthetic_video, tmp_path):
     path, clip = synthetic_video
     out = str(tmp_path / "out")
-    assert main(["--input", path, "--out", out, "--steps", "30", "--no-progress"]) == 0
+    # --pixels 3072: 64x96 frames onto a 48x64 grid (multiples of 16: not the input's aspect)
+    assert main(["--input", path, "--out", out, "--steps", "30", "--no-progress", "--pixels", "3072"]) == 0
     doc = _check_outputs(out, 8, (64, 96))
-    assert doc["run"]["backend"] == "flowmap" and doc["run"]["init"].startswith("pretrained")
+    assert doc["run"]["backend"] == "flowmap" and doc["run"]["init"].startswith("pretrained") and doc["run"]["size"] == [48, 64]
+    # one scale for both axes and a centred crop: one square-pixel camera, centred, in image pixels
+    first = doc["frames"][0]
+    assert first["fx"] == pytest.approx(first["fy"], rel=1e-9)
     with open(os.path.join(out, "flowmap_history.json")) as f:
         hist = json.load(f)
     assert len(hist["loss"]) == 30 and np.all(np.isfinite(hist["loss"]))

@@ -35,7 +35,11 @@ __all__ = [
     "count_video_frames",
     "even_indices",
     "official_target_size",
+    "ModelGrid",
+    "uniform_grid",
     "resize_frames",
+    "resize_to_grid",
+    "grid_to_input",
     "load_model_input",
 ]
 
@@ -237,6 +241,85 @@ def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if frames.shape[1:3] == (h, w):
         return frames
     return np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.Resampling.LANCZOS)) for f in frames])
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelGrid:
+    """Where a model grid of `model_size` (h, w) sits in input frames of `input_size` (H0, W0):
+    one scale for both axes and a centred crop, so a square-pixel pinhole stays one,
+
+        x_model = scale * x_input - offset        (continuous pixel coordinates, (x, y) alike)
+
+    with the centre of the top-left pixel at (0.5, 0.5) on both grids."""
+
+    input_size: tuple[int, int]
+    model_size: tuple[int, int]
+    scale: float
+    offset: tuple[float, float]  # (ox, oy) in model pixels
+
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        """The input region the model grid covers, (x0, y0, x1, y1) in input pixels."""
+        (h, w), (ox, oy), s = self.model_size, self.offset, self.scale
+        H0, W0 = self.input_size
+        return (max(0.0, ox / s), max(0.0, oy / s), min(float(W0), (ox + w) / s), min(float(H0), (oy + h) / s))
+
+    def to_input(self, xy: np.ndarray) -> np.ndarray:
+        """Model-grid pixel coordinates (..., 2) -> input-image pixel coordinates."""
+        return (np.asarray(xy, np.float64) + np.asarray(self.offset)) / self.scale
+
+    def from_input(self, xy: np.ndarray) -> np.ndarray:
+        """Input-image pixel coordinates (..., 2) -> model-grid pixel coordinates."""
+        return self.scale * np.asarray(xy, np.float64) - np.asarray(self.offset)
+
+    def intrinsics_to_input(self, K: np.ndarray) -> np.ndarray:
+        """Intrinsics (3, 3) on the model grid -> the same camera in input pixels."""
+        K = np.asarray(K, np.float64)
+        A = np.array([[self.scale, 0.0, -self.offset[0]], [0.0, self.scale, -self.offset[1]], [0.0, 0.0, 1.0]])
+        return np.linalg.solve(A, K)
+
+    def covered(self) -> np.ndarray:
+        """(H0, W0) bool: input pixels whose centre lies on the model grid."""
+        H0, W0 = self.input_size
+        x0, y0, x1, y1 = self.box
+        xs, ys = np.arange(W0) + 0.5, np.arange(H0) + 0.5
+        return ((ys >= y0) & (ys <= y1))[:, None] & ((xs >= x0) & (xs <= x1))[None, :]
+
+
+def uniform_grid(height: int, width: int, size: tuple[int, int]) -> ModelGrid:
+    """The model grid `size` (h, w) on (height, width) frames with one scale: the larger of
+    h / height and w / width, the other axis cropped about the centre (a few pixels when `size`
+    rounds the input's aspect to multiples of a patch size)."""
+    h, w = size
+    scale = max(h / height, w / width)
+    return ModelGrid((int(height), int(width)), (int(h), int(w)), float(scale), ((scale * width - w) / 2.0, (scale * height - h) / 2.0))
+
+
+def resize_to_grid(maps: np.ndarray, grid: ModelGrid) -> np.ndarray:
+    """uint8 frames (K, H0, W0, 3) or float maps (K, H0, W0) -> the model grid, with PIL's
+    Lanczos filter over the grid's input region (`ModelGrid.box`): exact pixel-centre mapping."""
+    from PIL import Image
+
+    h, w = grid.model_size
+    if tuple(maps.shape[1:3]) != tuple(grid.input_size):
+        raise ValueError(f"resize_to_grid: maps of {maps.shape[1]}x{maps.shape[2]}, the grid is for {grid.input_size[0]}x{grid.input_size[1]}")
+    if grid.model_size == grid.input_size and grid.scale == 1.0:
+        return maps
+    box = grid.box
+    if maps.dtype == np.uint8:
+        return np.stack([np.asarray(Image.fromarray(m).resize((w, h), Image.Resampling.LANCZOS, box=box)) for m in maps])
+    return np.stack([np.asarray(Image.fromarray(np.asarray(m, np.float32), mode="F").resize((w, h), Image.Resampling.BILINEAR, box=box)) for m in maps])
+
+
+def grid_to_input(maps: np.ndarray, grid: ModelGrid) -> np.ndarray:
+    """Float maps (K, h, w) on the model grid -> (K, H0, W0) on the input frames (bilinear; the
+    cropped border repeats the nearest model pixel: see `ModelGrid.covered`)."""
+    H0, W0 = grid.input_size
+    s, (ox, oy) = grid.scale, grid.offset
+    # input index i -> model index: (i + 0.5) s - o - 0.5
+    M = np.array([[s, 0.0, 0.5 * s - ox - 0.5], [0.0, s, 0.5 * s - oy - 0.5]])
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    return np.stack([cv2.warpAffine(np.asarray(m, np.float32), M, (W0, H0), flags=flags, borderMode=cv2.BORDER_REPLICATE) for m in maps])
 
 
 def load_model_input(path: str, max_pixels: int = 255_000, stride: int = 1, max_frames: int | None = None):

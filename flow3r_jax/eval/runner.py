@@ -108,6 +108,12 @@ def score_sequence(task: str, seq: EvalSequence, pred, options: EvalOptions, gt_
     if task in ("video_depth", "mono_depth"):
         gt = gt_depth if gt_depth is not None else seq.load_depths()
         p = _resize_maps(pred.depth, gt.shape[1:3], "cubic")
+        covered = getattr(pred, "depth_covered", None)
+        if covered is not None:  # pixels the prediction's grid cropped away are not scored
+            import cv2
+
+            keep = cv2.resize(covered.astype(np.uint8), gt.shape[1:3][::-1], interpolation=cv2.INTER_NEAREST) > 0
+            gt = np.where(keep[None], gt, 0)
         align = options.depth_align if task == "video_depth" else options.mono_align
         return M.depth_metrics(p, gt, align=align, **depth_protocol(seq))
     if task == "pose_trajectory":
@@ -322,6 +328,7 @@ class _DiskPrediction:
     points: np.ndarray | None = None
     flow: np.ndarray | None = None
     induced_flow: np.ndarray | None = None
+    depth_covered: np.ndarray | None = None  # (H, W) bool: image pixels the depth grid covers
 
 
 def read_prediction(pred_dir: str, seq: EvalSequence) -> _DiskPrediction:
@@ -356,6 +363,11 @@ def read_prediction(pred_dir: str, seq: EvalSequence) -> _DiskPrediction:
             where = {n: k for k, n in enumerate(dn)}
             if all(s in where for s in stems):
                 depth = np.stack([z["depth"][where[s]] for s in stems])
+            if depth is not None and "scale" in z:  # a cropped grid (reconstruct): back to the image
+                from flow3r_jax.data.frames import ModelGrid, grid_to_input
+
+                grid = ModelGrid(tuple(int(v) for v in z["input_size"]), tuple(depth.shape[1:3]), float(z["scale"]), tuple(float(v) for v in z["offset"]))
+                return _DiskPrediction(poses=poses, depth=grid_to_input(depth, grid), depth_covered=grid.covered())
     return _DiskPrediction(poses=poses, depth=depth)
 
 

@@ -9,6 +9,8 @@
     OUT/depth/<stem>.npy       per frame: z-depth, float32 (h, w) on the optimisation grid, in the
                                units of the camera positions (the reconstruction's own scale)
     OUT/depth.npz              every depth map at once, with the grid's intrinsics (launch.eval)
+                               and where the grid sits in the input frames: x_grid = scale *
+                               x_input - offset (one scale for both axes and a centred crop)
     OUT/flowmap_history.json   per-step losses and focal of the per-scene optimisation
     OUT/trajectory.png         the camera path (needs matplotlib)
     OUT/summary.json           the run: status "complete" or "partial", steps done, the files
@@ -33,19 +35,20 @@ __all__ = ["camera_for_input", "point_cloud", "write_outputs", "DEPTH_FORMAT"]
 
 log = logging.getLogger("flow3r_jax.reconstruct")
 
-DEPTH_FORMAT = "float32 .npy, z-depth along the camera's optical axis in the reconstruction's units (those of the camera positions), on the optimisation grid (h x w); resize to the image to use it there"
+DEPTH_FORMAT = "float32 .npy, z-depth along the camera's optical axis in the reconstruction's units (those of the camera positions), on the optimisation grid (h x w): the image scaled by one factor for both axes and cropped about its centre to h x w (depth.npz holds scale and offset: x_grid = scale * x_image - offset)"
 
 
-def camera_for_input(K_model: np.ndarray, model_size, input_size):
-    """The pinhole camera in pixels of the input images, from intrinsics on the model grid."""
+def camera_for_input(K_model: np.ndarray, grid):
+    """The pinhole camera in pixels of the input images, from intrinsics on the model grid
+    (`grid`: a `data.frames.ModelGrid`, one scale and a crop, so fx = fy stays so)."""
     from flow3r_jax.flowmap.export import CameraModel
 
-    (h, w), (H0, W0) = model_size, input_size
-    sx, sy = W0 / w, H0 / h
-    return CameraModel(width=W0, height=H0, fx=K_model[0, 0] * sx, fy=K_model[1, 1] * sy, cx=K_model[0, 2] * sx, cy=K_model[1, 2] * sy)
+    H0, W0 = grid.input_size
+    K = grid.intrinsics_to_input(K_model)
+    return CameraModel(width=W0, height=H0, fx=float(K[0, 0]), fy=float(K[1, 1]), cx=float(K[0, 2]), cy=float(K[1, 2]))
 
 
-def point_cloud(rec, input_size, stride: int = 2, max_colmap_points: int = 50_000, seed: int = 0):
+def point_cloud(rec, stride: int = 2, max_colmap_points: int = 50_000, seed: int = 0):
     """World points of every `stride`-th pixel of every frame (depth edges dropped), their
     colours, and their observations in input-image pixels."""
     import jax.numpy as jnp
@@ -63,8 +66,7 @@ def point_cloud(rec, input_size, stride: int = 2, max_colmap_points: int = 50_00
     frame, rows, cols = np.nonzero(keep)
     pts = world[frame, rows, cols]
     colors = rec.colors[frame, rows, cols]
-    H0, W0 = input_size
-    xy = np.asarray(pixel_grid(h, w))[rows, cols] * np.array([W0 / w, H0 / h])
+    xy = rec.grid.to_input(np.asarray(pixel_grid(h, w))[rows, cols])
     ok = np.all(np.isfinite(pts), axis=-1)
     pts, colors, frame, xy = pts[ok], colors[ok], frame[ok], xy[ok]
     sub = np.arange(len(pts))
@@ -108,8 +110,9 @@ def write_outputs(
     from flow3r_jax.flowmap.ply import write_ply
 
     input_size = tuple(images.shape[1:3])
-    model_size = rec.depth.shape[1:3]
-    camera = camera_for_input(rec.K_model, model_size, input_size)
+    if tuple(rec.grid.input_size) != input_size or tuple(rec.grid.model_size) != tuple(rec.depth.shape[1:3]):
+        raise ValueError(f"write_outputs: the reconstruction's grid {rec.grid} does not match its {input_size} input frames and {rec.depth.shape[1:3]} depth")
+    camera = camera_for_input(rec.K_model, rec.grid)
     stage = outdir.staging_dir(out_dir)
     rel = {}
     at = lambda key, path: os.path.join(stage, rel.setdefault(key, path))  # noqa: E731
@@ -128,12 +131,13 @@ def write_outputs(
     )
     # a backend with its own points (TracksTo4D: the 3D track points) gives them as `rec.cloud`
     cloud = getattr(rec, "cloud", None)
-    pts, colors, (obs_img, obs_xy, sub) = cloud if cloud is not None else point_cloud(rec, input_size)
+    pts, colors, (obs_img, obs_xy, sub) = cloud if cloud is not None else point_cloud(rec)
     write_colmap_model(at("colmap", "sparse/0"), names, rec.poses, camera, pts[sub], colors[sub], (obs_img, obs_xy))
     write_ply(at("ply", "points.ply"), pts, colors)
     # Per-frame depth for scoring (launch.eval --predictions): z-depth on the model grid, the
     # intrinsics of that grid, the frame names and the input size.
-    np.savez_compressed(at("depth", "depth.npz"), depth=np.asarray(rec.depth, np.float32), K=np.asarray(rec.K_model, np.float64), names=np.asarray(names), input_size=np.asarray(input_size))
+    np.savez_compressed(at("depth", "depth.npz"), depth=np.asarray(rec.depth, np.float32), K=np.asarray(rec.K_model, np.float64), names=np.asarray(names), input_size=np.asarray(input_size),
+                        scale=np.float64(rec.grid.scale), offset=np.asarray(rec.grid.offset, np.float64))
     if "history" in rec.info:
         with open(at("history", "flowmap_history.json"), "w") as f:
             json.dump(rec.info["history"], f)
@@ -159,7 +163,9 @@ def write_outputs(
         backend=run.get("backend"),
         frames=list(names),
         image_size=[int(input_size[0]), int(input_size[1])],
-        depth_grid=[int(model_size[0]), int(model_size[1])],
+        depth_grid=[int(rec.grid.model_size[0]), int(rec.grid.model_size[1])],
+        depth_grid_scale=float(rec.grid.scale),
+        depth_grid_offset=[float(v) for v in rec.grid.offset],
         depth_format=DEPTH_FORMAT,
         **(summary or {}),
     )

@@ -102,3 +102,47 @@ def test_resize_frames_uses_lanczos(frames):
     out = resize_frames(frames[:2], (42, 56))
     assert out.shape == (2, 42, 56, 3)
     np.testing.assert_array_equal(out[1], np.asarray(Image.fromarray(frames[1]).resize((56, 42), Image.Resampling.LANCZOS)))
+
+
+@pytest.mark.parametrize("size, grid_size", [((480, 640), (176, 240)), ((479, 641), (176, 240)), ((1080, 1920), (160, 272)), ((64, 96), (48, 64))])
+def test_uniform_grid_keeps_pixels_square_and_maps_pixel_centres_exactly(size, grid_size):
+    """One scale for both axes and a centred crop: a linear image resized onto the grid takes, at
+    each grid pixel centre, the value at that centre's input position (`to_input`); a pinhole
+    with fx = fy on the grid is one with fx = fy on the image, projecting the same points."""
+    from flow3r_jax.data.frames import grid_to_input, resize_to_grid, uniform_grid
+
+    (H0, W0), (h, w) = size, grid_size
+    g = uniform_grid(H0, W0, (h, w))
+    assert g.model_size == (h, w) and g.input_size == (H0, W0)
+    x0, y0, x1, y1 = g.box
+    assert (x1 - x0) * h == pytest.approx((y1 - y0) * w, rel=1e-12)  # the covered region has the grid's aspect
+    assert min(x0, y0) >= 0 and x1 <= W0 and y1 <= H0 and (x0 == 0 or y0 == 0)
+    ys, xs = np.mgrid[0:H0, 0:W0] + 0.5
+    ramp = (0.05 * xs + 0.11 * ys).astype(np.float32)
+    on_grid = resize_to_grid(ramp[None], g)[0]
+    my, mx = np.mgrid[0:h, 0:w] + 0.5
+    at = g.to_input(np.stack([mx, my], -1))
+    want = 0.05 * at[..., 0] + 0.11 * at[..., 1]
+    # away from the filter's clipped border; the resampling filter's discrete weights place a
+    # value within ~0.05 input pixels of its centre (a 1-pixel shift would be 0.05-0.11 off)
+    np.testing.assert_allclose(on_grid[3:-3, 3:-3], want[3:-3, 3:-3], atol=0.05 * (0.05 + 0.11))
+    np.testing.assert_allclose(g.from_input(at), np.stack([mx, my], -1), atol=1e-9)
+    # uint8 frames go through the same mapping (PIL's Lanczos, the official filter)
+    frames = np.repeat((255 * (0.5 + 0.5 * np.sin(xs / 7.0 + ys / 11.0))).astype(np.uint8)[None, ..., None], 3, axis=-1)
+    got = resize_to_grid(frames, g)[0, ..., 0].astype(float)
+    smooth = 255 * (0.5 + 0.5 * np.sin(at[..., 0] / 7.0 + at[..., 1] / 11.0))
+    assert got.shape == (h, w) and np.abs(got - smooth)[3:-3, 3:-3].mean() < 0.1 * 255 * g.scale
+    # intrinsics: the same rays
+    K = np.array([[0.9 * w, 0, w / 2], [0, 0.9 * w, h / 2], [0, 0, 1.0]])
+    Ki = g.intrinsics_to_input(K)
+    assert Ki[0, 0] == pytest.approx(Ki[1, 1], rel=1e-12) and Ki[0, 1] == 0
+    assert (Ki[0, 2], Ki[1, 2]) == (pytest.approx(W0 / 2), pytest.approx(H0 / 2))  # a centred crop keeps the centre
+    pts = np.random.default_rng(0).normal(size=(50, 3)) + [0, 0, 4]
+    proj = lambda K_: (pts @ K_.T)[:, :2] / pts[:, 2:]  # noqa: E731
+    np.testing.assert_allclose(g.to_input(proj(K)), proj(Ki), atol=1e-9)
+    # back onto the image: exact for a linear map on the covered pixels away from its edge
+    back = grid_to_input(on_grid[None], g)[0]
+    cov = g.covered()
+    inner = cov & (xs > x0 + 3 / g.scale) & (xs < x1 - 3 / g.scale) & (ys > y0 + 3 / g.scale) & (ys < y1 - 3 / g.scale)
+    assert cov.sum() >= 0.85 * H0 * W0 and inner.any()
+    np.testing.assert_allclose(back[inner], ramp[inner], atol=0.01)

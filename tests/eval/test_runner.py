@@ -258,3 +258,31 @@ def test_reconstruct_frames_from_a_saved_frame_list(data_root, tmp_path):
     lst.write_text('["frame_0001", "frame_0009"]')
     with pytest.raises(ReconstructionError, match=r"1 listed frame\(s\) not in .*frame_0009"):
         read_input_frames(folder, frames_from=str(lst))
+
+
+def test_predictions_on_a_cropped_grid_are_scored_where_they_cover_the_image(data_root, tmp_path):
+    """`reconstruct`'s depth.npz on a grid of another aspect (one scale and a centred crop, with
+    its scale and offset): the depth goes back to the image through that mapping and only the
+    pixels the grid covers are scored. Ground-truth depth on such a grid scores as well as on
+    the image's own grid; read as a plain resize (the offset ignored), it would not."""
+    from flow3r_jax.data.frames import resize_to_grid, uniform_grid
+
+    seqs = load_synthetic(os.path.join(data_root, "synthetic"))
+    opts = EvalOptions(progress=False, tasks=("video_depth",))
+    scores = {}
+    for kind in ("grid", "plain"):
+        for seq in seqs:
+            d = tmp_path / kind / "synthetic" / seq.name
+            d.mkdir(parents=True)
+            gt = seq.load_depths()
+            H, W = gt.shape[1:3]
+            g = uniform_grid(H, W, ((3 * H) // 8, W // 2))  # a wider aspect: rows cropped
+            assert g.offset[1] > 1 and g.offset[0] == 0
+            with open(os.path.join(os.path.dirname(seq.image_paths[0]), "..", "cameras.json")) as f:
+                (d / "cameras.json").write_text(f.read())
+            names = np.asarray([os.path.basename(p) for p in seq.image_paths])
+            extra = dict(scale=np.float64(g.scale), offset=np.asarray(g.offset), input_size=np.asarray([H, W])) if kind == "grid" else {}
+            np.savez(d / "depth.npz", depth=resize_to_grid(3.0 * gt, g), names=names, **extra)
+        scores[kind] = evaluate_predictions(str(tmp_path / kind), ["synthetic"], data_root, str(tmp_path / ("out_" + kind)), kind, opts)["synthetic"]["video_depth"]
+    assert scores["grid"]["abs_rel"] < 0.05 and scores["grid"]["delta<1.25"] > 0.95
+    assert scores["plain"]["abs_rel"] > 2 * scores["grid"]["abs_rel"]
