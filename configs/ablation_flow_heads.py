@@ -13,7 +13,7 @@ OPTIONS is a comma-separated list of NAME=VALUE (all optional):
                             (no head parameters: the flow loss trains the geometry directly)
         factored_more_data  factored with the larger unlabeled set (`ablation.unlabeled_more`)
         consistency         factored + DF-Net's cross-task consistency (configs/flow3r.py
-                            consistency=target, weight 0.5): on pixels both branches find
+                            consistency=target, weight 0.1 in NDC units): on pixels both branches find
                             reliable, the flow induced by the predicted depth and poses must
                             match the flow target (docs/dfnet.md)
     size=tiny|small|base|large   model size (default tiny; issue 23 runs the ablation at tiny)

@@ -155,13 +155,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.loss.conf_weight = 0.05
     c.loss.camera_weight = 0.1
     c.loss.flow_weight = 0.01
-    # DF-Net's cross-task consistency (flow3r_jax.losses.consistency; ECCV 2018, train_df.py
-    # --cross_consistency 0.5), off unless consistency=target|pred. The dynamic-region test
+    # DF-Net's cross-task consistency (flow3r_jax.losses.consistency; ECCV 2018), off unless
+    # consistency=target|pred. DF-Net weighs its pixel-unit term 0.5 (train_df.py
+    # --cross_consistency) beside its photometric losses; beside pi^3's normalised terms that
+    # swamps them (the ablation's depth diverged, docs/dfnet.md), so here the term is in the flow
+    # head's NDC units with the camera term's weight, 0.1. The dynamic-region test
     # (|rigid - flow| > dynamic_abs_px + dynamic_rel |flow|) feeds loss/dynamic_fraction and, with
     # dynamic_weight < 1, down-weights those pixels in the point term and the S* fit.
     consistency = opts["consistency"]
-    c.loss.consistency_weight = 0.0 if consistency == "off" else 0.5
+    c.loss.consistency_weight = 0.0 if consistency == "off" else 0.1
     c.loss.consistency_flow = "pred" if consistency == "pred" else "target"
+    c.loss.consistency_units = "ndc"  # "px" with weight 0.5: DF-Net's literal form
     c.loss.fb_alpha = 0.01  # DF-Net get_fb_mask alpha1
     c.loss.fb_beta = 0.5  # DF-Net get_fb_mask alpha2 (px^2)
     c.loss.dynamic_abs_px = 1.0

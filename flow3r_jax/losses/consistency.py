@@ -169,12 +169,19 @@ def consistency_inputs(
 
 
 def cross_consistency(
-    rigid: Float[Array, "B S H W 2"], flow: Float[Array, "B S H W 2"], mask: Bool[Array, "B S H W"], pair_valid: Bool[Array, "B S"]
+    rigid: Float[Array, "B S H W 2"], flow: Float[Array, "B S H W 2"], mask: Bool[Array, "B S H W"], pair_valid: Bool[Array, "B S"], units: str = "px"
 ) -> Float[Array, ""]:
     """2 x mean over slots with a real pair of sum m |r - f|_1 / (sum m + 1e-3), each slot's sums
     pooled over the batch (DF-Net's cross-task term, unweighted). Masked-out pixels never reach
-    the value or the gradient."""
+    the value or the gradient. `units`: "px" (DF-Net's) or "ndc", the difference measured as the
+    flow head's output is (dx 2 / (W - 1), dy 2 / (H - 1)), which keeps the term's size that of
+    the other Flow3r losses at any resolution."""
+    if units not in ("px", "ndc"):
+        raise ValueError(f"cross_consistency: units must be 'px' or 'ndc', got {units!r}")
+    H, W = rigid.shape[-3:-1]
     diff = jnp.where(mask[..., None], rigid - flow, 0.0)
+    if units == "ndc":
+        diff = diff * jnp.asarray([2.0 / max(W - 1, 1), 2.0 / max(H - 1, 1)], diff.dtype)
     per_slot = jnp.sum(jnp.abs(diff), axis=(0, 2, 3, 4)) / (jnp.sum(mask, axis=(0, 2, 3)).astype(diff.dtype) + EPS)
     active = jnp.any(pair_valid, axis=0)
     return 2.0 * jnp.sum(jnp.where(active, per_slot, 0.0)) / jnp.maximum(jnp.sum(active), 1).astype(diff.dtype)

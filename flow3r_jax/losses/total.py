@@ -89,6 +89,9 @@ class LossConfig:
     # DF-Net cross-task consistency (flow3r_jax.losses.consistency); 0 = off, DF-Net uses 0.5.
     consistency_weight: float = 0.0
     consistency_flow: str = "target"  # "target": the batch's flow; "pred": the flow head's output
+    # "ndc": |r - f| in the flow head's NDC units (the other terms' scale at any resolution);
+    # "px": DF-Net's pixels, whose size (5-25 at 56 px from scratch) swamps pi^3's terms
+    consistency_units: str = "ndc"
     fb_alpha: float = 0.01  # occluded where |f + b|^2 > fb_alpha (|f|^2 + |b|^2) + fb_beta (px^2)
     fb_beta: float = 0.5
     dynamic_abs_px: float = 1.0  # non-rigid where |rigid - flow| > dynamic_abs_px + dynamic_rel |flow|
@@ -96,6 +99,8 @@ class LossConfig:
     dynamic_weight: float = 1.0  # point / S* weight of non-rigid pixels (1 = no down-weighting)
 
     def __post_init__(self):
+        if self.consistency_units not in ("px", "ndc"):
+            raise ValueError(f"LossConfig.consistency_units: choose 'ndc' or 'px', got {self.consistency_units!r}")
         if self.consistency_flow not in ("target", "pred"):
             raise ValueError(f"LossConfig.consistency_flow: choose 'target' or 'pred', got {self.consistency_flow!r}")
         if not 0.0 <= self.dynamic_weight <= 1.0:
@@ -165,7 +170,7 @@ def flow3r_loss(
         c_batch = {k: batch[k] for k in ("flow_target", "covisible", "pairs", "pair_valid")}
         src, fb = config.consistency_flow, dict(alpha=config.fb_alpha, beta=config.fb_beta)
         if config.consistency_weight > 0:
-            term = lambda o, b: cross_consistency(*consistency_inputs(o, b, src, **fb)[:3], b["pair_valid"])  # noqa: E731
+            term = lambda o, b: cross_consistency(*consistency_inputs(o, b, src, **fb)[:3], b["pair_valid"], config.consistency_units)  # noqa: E731
             terms["consistency"], bad["consistency"] = finite_or_zero(term, c_out, c_batch)
         dyn, frame_dyn, tested = dynamic_regions(c_out, c_batch, src, config.dynamic_abs_px, config.dynamic_rel, **fb)
         terms["dynamic_fraction"] = jnp.sum(dyn) / jnp.maximum(jnp.sum(tested), 1)

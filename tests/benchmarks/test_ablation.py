@@ -30,7 +30,7 @@ def test_sweep_expands_to_six_variants_three_seeds_one_budget(tmp_path):
         assert c.seed == s and c.data.seed == s and c.init.kind == "random"
         head = {"tracking": "tracking", "projective": "projective"}.get(v, "factored")
         assert c.model.flow_head == head
-        assert c.loss.consistency_weight == (0.5 if v == "consistency" else 0.0)
+        assert c.loss.consistency_weight == (0.1 if v == "consistency" else 0.0)
         if v == "supervised":
             assert c.data.sources == data["labeled"] and c.loss.flow_weight == 0.0
         else:

@@ -115,7 +115,7 @@ def test_ablation_variant_data_loss_and_head(variant, sources, flow_weight, head
     assert c.loss.flow_weight == flow_weight
     assert c.model.flow_head == head
     assert c.train.trainable == "all_but_encoder"
-    assert c.loss.consistency_weight == (0.5 if variant == "consistency" else 0.0)  # DF-Net's weight
+    assert c.loss.consistency_weight == (0.1 if variant == "consistency" else 0.0) and c.loss.consistency_units == "ndc"
 
 
 def test_ablation_variants_share_one_budget():

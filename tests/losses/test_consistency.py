@@ -94,6 +94,9 @@ def test_closed_form_constant_flows():
     np.testing.assert_array_equal(np.asarray(masks[0])[0, 0], np.tile([True, True, True, False], (H, 1)))
     got = C.cross_consistency(r, jnp.zeros_like(r), masks[0], jnp.array([[True]]))
     np.testing.assert_allclose(float(got), 2 * (3 * H * 0.5) / (3 * H + 1e-3), rtol=1e-6)
+    # in the flow head's NDC units: dx x 2 / (W - 1)
+    got = C.cross_consistency(r, jnp.zeros_like(r), masks[0], jnp.array([[True]]), units="ndc")
+    np.testing.assert_allclose(float(got), 2 * (3 * H * 0.5 * 2 / (W - 1)) / (3 * H + 1e-3), rtol=1e-6)
 
 
 def test_occlusion_threshold_is_dfnets():
