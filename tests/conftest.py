@@ -7,10 +7,12 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 # Compile time dominates this suite on a 2-core CPU (each test compiles small programs and runs
 # them a few times), so tests ask XLA's CPU backend for less optimisation: about 40% less CPU time
-# for the model tests, the same results within the tests' fp32 tolerances. Benchmarks, demos and
-# real runs keep XLA's defaults. Subprocesses inherit the flags unless a test sets its own
-# XLA_FLAGS; FLOW3R_TEST_XLA_OPT=default turns this off.
-TEST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+# for the model tests, the same results within the tests' fp32 tolerances. XLA's newer CPU fusion
+# emitters take twice as long to compile the tiny train step as the classic ones (32 -> 15 s;
+# tests/models/test_flow3r.py + tests/flowmap/test_optimize.py: 385 -> 285 CPU-s), so tests use
+# the classic ones. Benchmarks, demos and real runs keep XLA's defaults. Subprocesses inherit the
+# flags unless a test sets its own XLA_FLAGS; FLOW3R_TEST_XLA_OPT=default turns this off.
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true --xla_cpu_use_fusion_emitters=false"
 if os.environ.get("FLOW3R_TEST_XLA_OPT", "fast") == "fast" and "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
 
