@@ -705,7 +705,10 @@ def reconstruct(
         raise ReconstructionError("--method tracks4d takes no --checkpoint, --refine, --explicit_depth or flowmap --config (use --tracks4d_init WORKDIR for trained weights)")
     if tracks4d_init is not None and not os.path.exists(tracks4d_init):
         raise ReconstructionError(f"--tracks4d_init {tracks4d_init}: no such file or directory")
+    from flow3r_jax.jit_cache import COUNTER
+
     stop = stop or StopRequest()
+    cache0 = COUNTER.snapshot()
     images, names = read_input_frames(input_path, frames, frames_from)
     H0, W0 = images.shape[1:3]
     log.info("input: %s, %d frames of %dx%d", input_path, len(images), H0, W0)
@@ -724,6 +727,9 @@ def reconstruct(
                 rec.info["feedforward"] = ff.info
     else:
         rec = run_flowmap(images, steps, init, pixels, explicit=explicit, progress=progress, flowmap=flowmap, stop=stop)
+    cache = rec.info["compilation_cache"] = COUNTER.since(cache0)
+    if cache["dir"]:
+        log.info("compilation cache %s: %d programs loaded, %d compiled and stored", cache["dir"], cache["loaded"], cache["stored"])
     sources = [os.path.join(input_path, n) for n in names] if os.path.isdir(input_path) else None
     summary = dict(input=os.path.abspath(input_path), checkpoint=checkpoint)
     paths = write_outputs(out_dir, names, images, rec, reference_poses, sources=sources, summary=summary)
@@ -830,6 +836,7 @@ def build_parser():
     p.add_argument("--tracks4d_size", default="small", choices=("tiny", "small", "base"), help="TracksTo4D network size (base: the released one)")
     p.add_argument("--tracks4d_init", default=None, metavar="WORKDIR", help="a launch.train workdir of configs/tracks4d.py to fine-tune from (default: from scratch)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    p.add_argument("--jit_cache", default=None, metavar="DIR|off", help="keep compiled programs in DIR so that a later run of the same shapes skips compilation (default $FLOW3R_JIT_CACHE, $JAX_COMPILATION_CACHE_DIR or ~/.cache/flow3r_jax/jit; off: none)")
     p.add_argument("--demo", metavar="DIR", default=None, help="reconstruct a built-in synthetic video into DIR")
     p.add_argument("--demo_steps", type=_int_option("demo_steps"), default=1000, help="optimisation steps of --demo, >= 1 (default 1000)")
     p.add_argument("--config", metavar="FILE[:OPTIONS]", help="defaults of these options and the optimiser's settings from an ml_collections config (configs/flowmap.py), with --config.x=y overrides")
@@ -850,6 +857,13 @@ def main(argv=None) -> int:
         p.set_defaults(**defaults)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from flow3r_jax import jit_cache
+
+    try:
+        jit_cache.enable(args.jit_cache if args.jit_cache is not None else jit_cache.default_dir())
+    except OSError as err:
+        print(f"reconstruct: error: --jit_cache: {err}", file=sys.stderr)
+        return 2
     stop = StopRequest()
     if args.demo is not None:
         # The demo takes --init, --explicit_depth and --no_progress; refuse what it would ignore.

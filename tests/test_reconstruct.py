@@ -397,6 +397,30 @@ def test_outputs_for_colmap_nerfstudio_and_depth_and_no_stale_files(small_video,
     assert open(os.path.join(out, "notes.txt")).read() == "mine" and open(os.path.join(out, "cameras.json")).read() == before
 
 
+@pytest.mark.slow
+def test_a_second_run_loads_its_compiled_programs_from_the_cache(small_video, tmp_path):
+    """--jit_cache DIR: the first run compiles and stores its programs, a second run of the same
+    shapes (another process) loads every one of them and compiles nothing it would store; both
+    counts are in the run's record."""
+    cache = tmp_path / "jit"
+
+    def run(out):
+        env = {**os.environ, "PYTHONPATH": ROOT}
+        env.pop("JAX_COMPILATION_CACHE_DIR", None)
+        r = subprocess.run([sys.executable, "-m", "flow3r_jax.reconstruct", "--input", small_video, "--out", str(out), "--steps", "3", "--explicit_depth", "--no_progress", "--jit_cache", str(cache)],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        with open(out / "cameras.json") as f:
+            return json.load(f)["run"]["compilation_cache"], r.stderr
+
+    first, _ = run(tmp_path / "a")
+    second, log2 = run(tmp_path / "b")
+    assert first["dir"] == second["dir"] == str(cache)
+    assert first["loaded"] == 0 and first["stored"] >= 1, first
+    assert second["loaded"] == first["stored"] and second["stored"] == 0, (first, second)
+    assert f"compilation cache {cache}: {second['loaded']} programs loaded, 0 compiled and stored" in log2
+
+
 # ------------------------------------------------------------------ signals and progress bar
 
 
@@ -407,6 +431,7 @@ class _Live:
     def __init__(self, args):
         env = {**os.environ, "PYTHONPATH": ROOT, "PYTHONUNBUFFERED": "1"}
         env.pop("JAX_COMPILATION_CACHE_DIR", None)  # signals are timed against real compilation
+        env["FLOW3R_JIT_CACHE"] = "off"
         self.proc = subprocess.Popen([sys.executable, "-m", "flow3r_jax.reconstruct", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.t0 = time.monotonic()
         self.segments: list[tuple[float, str]] = []
