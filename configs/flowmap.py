@@ -80,6 +80,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     f.huber_delta = 0.01
     f.track_weight = 100.0
     f.track_after = 50
+    f.converge_window = 0  # W > 0: end once the loss has levelled off (reconstruct --converge W)
+    f.converge_rtol = 0.005
     return c
 
 

@@ -74,7 +74,7 @@ DEFAULT_MAX_FRAMES = 60
 METHODS = ("default", "tracks4d")  # default: FlowMap / the Flow3r checkpoint; tracks4d: TracksTo4D on point tracks
 MODEL_SIZES = ("large", "base", "small", "tiny")  # flow3r_jax.models.config.MODEL_SIZES (not imported: it loads JAX)
 # Smallest accepted values of the numeric options (no upper limits).
-MINIMUM = {"steps": 1, "demo_steps": 1, "frames": MIN_FRAMES, "pixels": 16 * 16, "ff_pixels": 14 * 14}
+MINIMUM = {"steps": 1, "converge": 0, "demo_steps": 1, "frames": MIN_FRAMES, "pixels": 16 * 16, "ff_pixels": 14 * 14}
 
 
 class ReconstructionError(ValueError):
@@ -525,7 +525,11 @@ def run_flowmap(
         final_loss=float(result.history.loss[-1]),
         history={k: np.asarray(v).tolist() for k, v in result.history._asdict().items() if k != "poses"},
     )
-    if done < steps:
+    if result.converged:
+        info["converged_at"] = done
+        log.info("flowmap: converged after %d of %d steps (%.1f s; the mean loss of the last %d steps within %.2g of the %d before), final loss %.5f, focal %.4f (f_px/sqrt(HW))",
+                 done, steps, seconds, cfg.converge_window, cfg.converge_rtol, cfg.converge_window, info["final_loss"], info["focal_flowmap_units"])
+    elif done < steps:
         info["partial"] = dict(stopped_by=stop.name, steps_done=done, steps=steps, stage="per-scene optimisation")
         log.warning("flowmap: stopped by %s after %d of %d steps (%.1f s); writing the state reached, marked partial", stop.name, done, steps, seconds)
     else:
@@ -830,6 +834,7 @@ def build_parser():
     p.add_argument("--steps", type=_int_option("steps"), default=2000, help="optimisation steps, >= 1 (default 2000, FlowMap's)")
     p.add_argument("--init", default="pretrained", help="'pretrained' (shipped, default), 'random', or an initialisation .npz")
     p.add_argument("--explicit_depth", action="store_true", help="per-pixel depth (FlowMap's ablation) instead of the CNN")
+    p.add_argument("--converge", type=_int_option("converge"), default=0, metavar="W", help="end the optimisation once its loss has levelled off: the mean of the last W steps within 0.5%% of the W before (after the free-focal switch); 0 (default): all --steps")
     p.add_argument("--pixels", type=_int_option("pixels"), default=43_200, help=f"optimisation image area, >= {MINIMUM['pixels']} (default 43200 = 180x240)")
     p.add_argument("--ff_pixels", type=_int_option("ff_pixels"), default=255_000, help=f"feed-forward model input area, >= {MINIMUM['ff_pixels']} (official rule, default 255000)")
     p.add_argument("--method", default="default", choices=METHODS, help="default: FlowMap's optimisation or the --checkpoint model; tracks4d: TracksTo4D fitted to the clip's point tracks (--steps steps)")
@@ -879,6 +884,10 @@ def main(argv=None) -> int:
         return 128 + stop.signum if stop() else 0
     if not args.input or not args.out:
         p.error("--input and --out are required (or --demo DIR)")
+    if args.converge:
+        if args.method == "tracks4d" or (args.checkpoint and not args.refine):
+            p.error("--converge ends FlowMap's per-scene optimisation early; this run has none (--method tracks4d, or --checkpoint without --refine)")
+        flowmap = {**(flowmap or {}), "converge_window": args.converge}
     from flow3r_jax.data.frames import FrameReadError
 
     with stop.installed():

@@ -421,6 +421,29 @@ def test_a_second_run_loads_its_compiled_programs_from_the_cache(small_video, tm
     assert f"compilation cache {cache}: {second['loaded']} programs loaded, 0 compiled and stored" in log2
 
 
+def test_converge_ends_the_optimisation_early_as_a_complete_run(small_video, tmp_path, capsys, caplog):
+    """--converge W: a loss that no longer moves (a vanishing learning rate) ends the run after
+    2 W steps or a little more; the outputs are complete, not partial, and say where it ended.
+    A run without the optimisation refuses the option."""
+    out = tmp_path / "out"
+    cfg = os.path.join(ROOT, "configs", "flowmap.py")
+    args = ["--input", small_video, "--out", str(out), "--steps", "200", "--explicit_depth", "--no_progress", "--converge", "3", "--config", cfg, "--config.flowmap.lr=1e-12"]
+    with caplog.at_level(logging.INFO, logger="flow3r_jax.reconstruct"):
+        assert main(args) == 0
+    with open(out / "summary.json") as f:
+        summary = json.load(f)
+    with open(out / "cameras.json") as f:
+        run = json.load(f)["run"]
+    assert summary["status"] == "complete" and not (out / "PARTIAL").exists()
+    assert 6 <= run["converged_at"] < 200 and summary["steps_done"] == run["converged_at"] and summary["converged"] and summary["steps"] == 200
+    assert "flowmap: converged after" in caplog.text
+    for extra in (["--method", "tracks4d"], ["--checkpoint", small_video]):
+        with pytest.raises(SystemExit) as e:
+            main(["--input", small_video, "--out", str(tmp_path / "x"), "--converge", "5", *extra])
+        assert e.value.code == 2
+    assert "--converge ends FlowMap's per-scene optimisation early" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------ signals and progress bar
 
 

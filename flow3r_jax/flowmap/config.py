@@ -66,6 +66,14 @@ class FlowMapConfig:
       flow_weight, huber_delta: 1000 x Huber(delta 0.01) on aspect-corrected normalised
         coordinates (pixel displacement / sqrt(H W)), divided by delta.
       track_weight, track_after: 100 x the same mapping on point tracks, from step 50.
+    Stopping:
+      converge_window: 0 (default: FlowMap's fixed `steps`) or W: end the run early once the loss
+        has levelled off, judged on the host between stretches of steps: the mean loss of the
+        last W steps differs from the mean of the W before by at most `converge_rtol` of it (a
+        loss still falling or one rising keeps the run going), both windows after the last
+        scheduled switch (the free focal from `focal_regression_after`). The run
+        is then complete, not partial (`FlowMapResult.converged`).
+      converge_rtol: the relative change of the windowed mean loss that counts as level (0.005).
     Monitoring:
       progress_every: at most this many steps between two host calls (progress report and
         stop check, `optimize.optimize_scene`); 0 (default): about `optimize.CHUNK_SECONDS`
@@ -98,6 +106,8 @@ class FlowMapConfig:
     huber_delta: float = 0.01
     track_weight: float = 100.0
     track_after: int = 50
+    converge_window: int = 0
+    converge_rtol: float = 0.005
     progress_every: int = 0
 
     def __post_init__(self):
@@ -122,6 +132,10 @@ class FlowMapConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ValueError(f"FlowMapConfig.{name}: must be a finite number > 0, got {v!r}")
+        if not (isinstance(self.converge_window, int) and self.converge_window >= 0):
+            raise ValueError(f"FlowMapConfig.converge_window: must be an integer >= 0 (0: off), got {self.converge_window!r}")
+        if not (isinstance(self.converge_rtol, (int, float)) and 0 < self.converge_rtol < 1):
+            raise ValueError(f"FlowMapConfig.converge_rtol: must be in (0, 1), got {self.converge_rtol!r}")
         for name in ("flow_weight", "track_weight", "track_after", "progress_every"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):

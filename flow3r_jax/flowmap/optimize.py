@@ -88,7 +88,8 @@ class FlowMapResult(NamedTuple):
     weights: jax.Array  # (F-1, P) correspondence weights at the Procrustes pixels
     history: StepMetrics  # each (steps_done, ...): the values of every step run (poses (steps_done, F, 4, 4))
     params: nnx.State  # final model parameters
-    steps_done: int | None = None  # steps run: cfg.steps, or fewer when `stop()` ended the run
+    steps_done: int | None = None  # steps run: cfg.steps, or fewer when `stop()` ended the run or it converged
+    converged: bool = False  # ended early by `cfg.converge_window` (a complete run, not a partial one)
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -320,6 +321,11 @@ def _capacity(cfg: FlowMapConfig) -> int:
     return min(cfg.steps, cfg.progress_every or _MAX_CHUNK)
 
 
+def _program_config(cfg: FlowMapConfig) -> FlowMapConfig:
+    """`cfg` less the host-side stopping rule (runs that differ only in it share a program)."""
+    return cfg.replace(converge_window=0, converge_rtol=FlowMapConfig.converge_rtol)
+
+
 @functools.lru_cache(maxsize=16)
 def _compiled(graphdef, cfg: FlowMapConfig, batched: bool):
     """(start: params -> RunState, advance: `_advance`), jitted (and vmapped over scenes)."""
@@ -339,17 +345,42 @@ def _next_count(count: int, seconds: float, capacity: int) -> int:
     return int(max(1, min(capacity, 2 * count, CHUNK_SECONDS / per_step)))
 
 
+def converge_start(cfg: FlowMapConfig, has_focal: bool = False) -> int:
+    """The first step count at which `cfg.converge_window` may end a run: two windows, both after
+    the free-focal switch when the run has one."""
+    W = cfg.converge_window
+    after = cfg.focal_regression_after if cfg.regression_active and not has_focal else None
+    return 2 * W + (after if after is not None and after < cfg.steps else 0)
+
+
+def has_converged(losses: np.ndarray, window: int, rtol: float) -> bool:
+    """|mean(last W) - mean(W before)| <= rtol |mean(W before)| over per-step losses (steps
+    last; leading axes, e.g. scenes, are averaged first)."""
+    loss = np.asarray(losses, np.float64).reshape(-1, np.shape(losses)[-1]).mean(0)
+    if window < 1 or loss.shape[-1] < 2 * window or not np.all(np.isfinite(loss[-2 * window :])):
+        return False
+    before, last = loss[-2 * window : -window].mean(), loss[-window:].mean()
+    return abs(last - before) <= rtol * abs(before)
+
+
 def _drive(compiled, cfg: FlowMapConfig, params, inputs: SceneInputs, key, batched: bool, progress, stop) -> FlowMapResult:
-    """The host loop: stretches of steps until `cfg.steps` are done or `stop()` says so (asked
-    between calls, never inside one; at least one step runs), then the outputs."""
+    """The host loop: stretches of steps until `cfg.steps` are done, `stop()` says so (asked
+    between calls, never inside one; at least one step runs) or the loss has converged
+    (`cfg.converge_window`), then the outputs."""
     start, advance = compiled
     state = start(params)
     capacity = _capacity(cfg)
     axis = 1 if batched else 0
-    chunks, done, count, outputs = [], 0, 1, None
+    chunks, done, count, outputs, converged = [], 0, 1, None, False
+    earliest = converge_start(cfg, inputs.focal is not None) if cfg.converge_window else None
     while done < cfg.steps:
         if done and stop is not None and stop():
             break
+        if earliest is not None and done >= earliest:
+            losses = np.concatenate([np.moveaxis(np.asarray(c.loss), axis, -1) for c in chunks], axis=-1)
+            if has_converged(losses, cfg.converge_window, cfg.converge_rtol):
+                converged = True
+                break
         count = min(count, cfg.steps - done)
         finish = done + count == cfg.steps
         t0 = time.perf_counter()
@@ -369,7 +400,7 @@ def _drive(compiled, cfg: FlowMapConfig, params, inputs: SceneInputs, key, batch
         _, _, outputs = advance(state, inputs, key, jnp.int32(done), jnp.int32(0), True)
     history = jax.tree.map(lambda *xs: np.concatenate(xs, axis=axis), *chunks)
     depth, poses, focal, K, weights = outputs
-    return FlowMapResult(depth, poses, focal, K, weights, history, state.params, done)
+    return FlowMapResult(depth, poses, focal, K, weights, history, state.params, done, converged)
 
 
 # ------------------------------------------------------------------------------ public
@@ -400,7 +431,7 @@ def optimize_scene(
     if params is None:
         params = init_params(cfg, F, (H, W), jax.random.fold_in(key, 1), base_depth=inputs.base_depth)
     graphdef, _ = abstract_model(cfg, F, (H, W))
-    return _drive(_compiled(graphdef, cfg, False), cfg, params, inputs, key, False, progress, stop)
+    return _drive(_compiled(graphdef, _program_config(cfg), False), cfg, params, inputs, key, False, progress, stop)
 
 
 def optimize_scenes(
@@ -423,7 +454,7 @@ def optimize_scenes(
         params = jax.vmap(lambda k, b: init_params_traced(cfg, F, (H, W), k, b))(keys, inputs.base_depth)
     elif jax.tree.leaves(params)[0].shape == jax.tree.leaves(abstract)[0].shape:
         params = jax.tree.map(lambda a: jnp.broadcast_to(a, (S,) + a.shape), params)
-    return _drive(_compiled(graphdef, cfg, True), cfg, params, inputs, keys, True, progress, stop)
+    return _drive(_compiled(graphdef, _program_config(cfg), True), cfg, params, inputs, keys, True, progress, stop)
 
 
 def init_params_traced(cfg, num_frames, image_shape, key, base_depth=None):

@@ -158,7 +158,8 @@ def write_outputs(
     doc = dict(
         status="partial" if partial else "complete",
         stopped_by=partial["stopped_by"] if partial else None,
-        steps_done=partial["steps_done"] if partial else run.get("steps"),
+        steps_done=partial["steps_done"] if partial else run.get("converged_at", run.get("steps")),
+        converged=run.get("converged_at") is not None,
         steps=run.get("steps"),
         backend=run.get("backend"),
         frames=list(names),

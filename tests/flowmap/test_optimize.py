@@ -83,11 +83,13 @@ def test_short_optimisation_lowers_flow_loss_and_pose_error(tiny_scene):
     clip = tiny_scene
     inputs = _inputs(clip, tracks=False)
     F, H, W = clip["depth"].shape
-    cfg = FlowMapConfig(steps=200, lr=3e-4, focal_regression_after=None)
+    # with a convergence rule on: a loss still falling keeps the run going to the last step
+    cfg = FlowMapConfig(steps=200, lr=3e-4, focal_regression_after=None, converge_window=20, converge_rtol=0.005)
     params = init_params(cfg, F, (H, W), 0)
     graphdef, _ = abstract_model(cfg, F, (H, W))
     _, (m0, _, _, poses0, _, _) = jax.jit(lambda p: forward(graphdef, cfg, p, jnp.zeros(()), inputs, jnp.int32(0), jax.random.key(0)))(params)
     result = optimize_scene(inputs, cfg, params, key=0)
+    assert result.steps_done == 200 and not result.converged
     loss = np.asarray(result.history.flow_loss)
     assert loss[-20:].mean() < 0.5 * loss[:20].mean()
     before = trajectory_errors(np.asarray(poses0), clip["poses"])
@@ -177,3 +179,49 @@ def test_stop_ends_the_run_between_stretches_with_the_state_reached(two_scenes, 
     np.testing.assert_allclose(np.asarray(result.poses), np.asarray(full.history.poses)[2], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(np.asarray(result.focal), np.asarray(full.history.focal)[2], rtol=1e-5)
     assert np.all(np.isfinite(np.asarray(result.depth)))
+
+
+def test_convergence_rule_on_constructed_loss_curves():
+    """Level: the mean of the last W steps within rtol of the W before. A falling loss, a rising
+    one and a non-finite one are not level; a plateau with noise inside the tolerance is."""
+    from flow3r_jax.flowmap.optimize import converge_start, has_converged
+
+    t = np.arange(400.0)
+    decay = 1.0 + 5.0 * np.exp(-t / 40.0)  # level (to 0.5%) from about step 300
+    first = next(s for s in range(40, 401) if has_converged(decay[:s], 20, 0.005))
+    # the first level step from the definition: |mean(last) - mean(before)| <= rtol |mean(before)|
+    want = next(s for s in range(40, 401) if abs(decay[s - 20 : s].mean() - decay[s - 40 : s - 20].mean()) <= 0.005 * decay[s - 40 : s - 20].mean())
+    assert first == want and 200 < first < 400
+    assert not any(has_converged(decay[:s], 20, 0.005) for s in range(40, first))
+    rising = 1.0 + 0.002 * t  # diverging slowly: every window 2% worse than the one before at the start
+    assert not any(has_converged(np.exp(0.01 * t[:s]), 20, 0.005) for s in range(40, 401))
+    assert not has_converged(rising[:100], 20, 0.005) and has_converged(rising[:100], 20, 0.05)
+    noisy = 2.0 + np.random.default_rng(0).normal(0, 0.01, 400)
+    assert has_converged(noisy, 50, 0.005)
+    bad = noisy.copy()
+    bad[-3] = np.nan
+    assert not has_converged(bad, 50, 0.005) and not has_converged(noisy[:60], 50, 0.005)  # not finite / too short
+    # batched runs: scenes averaged, steps last
+    assert has_converged(np.stack([noisy, noisy + 1.0]), 50, 0.005)
+    # never before two windows after the free-focal switch
+    assert converge_start(FlowMapConfig(converge_window=50)) == 1100
+    assert converge_start(FlowMapConfig(converge_window=50, steps=800)) == 100  # no switch within the run
+    assert converge_start(FlowMapConfig(converge_window=50), has_focal=True) == 100
+    assert converge_start(FlowMapConfig(converge_window=50, focal_regression_after=None)) == 100
+    with pytest.raises(ValueError, match="converge_window"):
+        FlowMapConfig(converge_window=-1)
+
+
+def test_a_level_loss_ends_the_run_at_the_first_check_after_two_windows(tiny_scene):
+    """A run whose loss does not move (a vanishing learning rate) is level as soon as the rule
+    may judge it: it ends at the first stretch boundary at or after 2 W steps, complete
+    (`converged`), with outputs for the steps run."""
+    from flow3r_jax.flowmap.optimize import converge_start
+
+    cfg = SHORT.replace(steps=60, lr=1e-12, focal_regression_after=None, converge_window=4, converge_rtol=1e-3, progress_every=4)
+    ends = []
+    result = optimize_scene(_inputs(tiny_scene, tracks=False), cfg, key=0, progress=lambda step, loss: ends.append(step + 1))
+    assert result.converged and converge_start(cfg) == 8
+    # the stretches' sizes follow the machine's pace: the run ends at the first boundary >= 8
+    assert result.steps_done == ends[-1] == min(e for e in ends if e >= 8) and len(np.asarray(result.history.loss)) == result.steps_done
+    assert np.all(np.isfinite(np.asarray(result.poses))) and np.all(np.isfinite(np.asarray(result.depth)))
