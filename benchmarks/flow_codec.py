@@ -5,7 +5,7 @@ What is measured
 Synthetic clips (`data_pipelines.synthetic.generate_clip`; default: a 24-frame 224 x 224 room
 and a 24-frame 378 x 518 outdoor scene with moving objects) give frames and exact flows for
 every pair (i, j) with |i - j| in {1, 2, 4, 8}, both directions (162 pairs per clip). The
-OpenCV DIS teacher (`data_pipelines.flow_teacher.DISTeacher`, preset medium) computes the flow
+OpenCV DIS teacher (`flow3r_jax.correspondence.teacher.DISTeacher`, preset medium) computes the flow
 of each pair, and `flow3r_jax.geometry.forward_backward_mask` (alpha 0.01, beta 0.5) its
 covisibility mask from the reverse pair: exactly what the unlabeled-video pipeline stores. The
 exact flows with their exact covisibility are measured as well (what labeled clips store;
@@ -48,7 +48,7 @@ import cv2  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from data_pipelines.flow_teacher import DISTeacher, compute_pair_flows  # noqa: E402
+from flow3r_jax.correspondence.teacher import DISTeacher, compute_pair_flows  # noqa: E402
 from data_pipelines.synthetic import SceneConfig, generate_clip  # noqa: E402
 from flow3r_jax.data import flow_codec  # noqa: E402
 from flow3r_jax.geometry import forward_backward_mask  # noqa: E402

@@ -61,7 +61,7 @@ def make_scenes(n, frames, height, width, seed0=0):
 
 
 def teacher_flows(images):
-    from data_pipelines.flow_teacher import DISTeacher, compute_pair_flows
+    from flow3r_jax.correspondence.teacher import DISTeacher, compute_pair_flows
 
     K = len(images)
     pairs = np.array([(i, i + 1) for i in range(K - 1)] + [(i + 1, i) for i in range(K - 1)])
@@ -75,7 +75,7 @@ def epe(a, b):
 
 def chained_tracks(scenes, flows):
     """Point tracks chained through the given consecutive flows, as `reconstruct` makes them."""
-    from data_pipelines.tracks import compute_tracks
+    from flow3r_jax.correspondence.tracks import compute_tracks
 
     return [compute_tracks(s["images"], flows_fw=fw, flows_bw=bw) for s, (fw, bw) in zip(scenes, flows)]
 
@@ -231,7 +231,7 @@ def main(argv=None):
         "--tracks",
         choices=("chained", "none"),
         default="chained",
-        help="point tracks for FlowMap's track loss: chained through each run's flow (`data_pipelines.tracks`, what `reconstruct` does; default) or none (flow loss only)",
+        help="point tracks for FlowMap's track loss: chained through each run's flow (`flow3r_jax.correspondence.tracks`, what `reconstruct` does; default) or none (flow loss only)",
     )
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate of the model (default: FlowMap's 3e-5)")
     p.add_argument("--focal-lr", type=float, default=None, help="learning rate of the free focal (default: --lr, as FlowMap)")

@@ -40,7 +40,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data_pipelines.dataset_writer import DatasetWriter  # noqa: E402
-from data_pipelines.flow_teacher import compute_pair_flows, get_teacher  # noqa: E402
+from flow3r_jax.correspondence.teacher import compute_pair_flows, get_teacher  # noqa: E402
 from data_pipelines.ingest import sample_clip  # noqa: E402
 from data_pipelines.inputs import discover_inputs  # noqa: E402
 from data_pipelines.make_dataset import _video_one, run  # noqa: E402

@@ -23,10 +23,12 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from flow3r_jax.correspondence import FB_ALPHA, FB_BETA
+
 __all__ = ["ALPHA", "BETA", "reverse_index", "covisibility_masks", "fb_mask", "agreement"]
 
-ALPHA = 0.01
-BETA = 0.5
+ALPHA = FB_ALPHA  # the forward-backward test's constants, shared with the point tracks
+BETA = FB_BETA
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")

@@ -34,9 +34,9 @@ import traceback
 import numpy as np
 
 from data_pipelines.covisibility import ALPHA, BETA, covisibility_masks
-from data_pipelines.flow_teacher import check_teacher_args, compute_pair_flows, get_teacher
+from flow3r_jax.correspondence.teacher import check_teacher_args, compute_pair_flows, get_teacher
 from data_pipelines.ingest import SAMPLING, IngestConfig, sample_clip
-from data_pipelines.tracks import compute_tracks
+from flow3r_jax.correspondence.tracks import compute_tracks
 
 __all__ = ["ConfigError", "check_range", "check_teacher", "PipelineConfig", "ProcessResult", "make_pairs", "process_video", "process_synthetic_scene", "failure"]
 
@@ -178,7 +178,7 @@ def _import_teacher_module(cfg: PipelineConfig) -> None:
 
 def check_teacher(cfg: PipelineConfig) -> None:
     """Checks the teacher settings without building the teacher (a learned one would load its
-    weights): imports `teacher_module`, then `flow_teacher.check_teacher_args`. ConfigError
+    weights): imports `teacher_module`, then `correspondence.teacher.check_teacher_args`. ConfigError
     names the option to fix: --teacher, --teacher_module or --teacher_arg."""
     _import_teacher_module(cfg)
     kwargs = dict(cfg.teacher_kwargs)

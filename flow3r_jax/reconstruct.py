@@ -7,9 +7,10 @@ video or an image folder.
 - Without `--checkpoint` (or with `--refine`): FlowMap's per-scene optimisation
   (`flow3r_jax.flowmap`), started from the shipped pretrained depth-CNN initialisation
   (`--init random` for FlowMap's from-scratch setting, `--init FILE` for another), on frames
-  resized to about `--pixels` pixels (both sides multiples of 16). Flow comes from the data
-  pipeline's CPU teacher (OpenCV DIS); point tracks from `data_pipelines.tracks` when that
-  module is available (otherwise the run has no track loss, and the log says so).
+  resized to about `--pixels` pixels (both sides multiples of 16, one scale for both axes and a
+  centred crop). Flow comes from the CPU teacher (OpenCV DIS, `flow3r_jax.correspondence`), point
+  tracks are chained through it (`correspondence.tracks`; if that fails the run has no track loss,
+  and the log says so).
 - With `--checkpoint`: the feed-forward Flow3r model (`flow3r_jax.models.pretrained`) on frames
   sized by the official rule; `--refine` then runs the per-scene optimisation around the
   model's depth (depth = model depth x exp(CNN output), the CNN's output layer starting at 0).
@@ -365,7 +366,7 @@ def flowmap_size(height: int, width: int, pixels: int = 43_200, multiple: int = 
 
 
 def _consecutive_teacher_flows(frames: np.ndarray):
-    from data_pipelines.flow_teacher import DISTeacher, compute_pair_flows  # the data pipeline's CPU teacher
+    from flow3r_jax.correspondence.teacher import DISTeacher, compute_pair_flows
 
     K = len(frames)
     pairs = np.array([(i, i + 1) for i in range(K - 1)] + [(i + 1, i) for i in range(K - 1)], np.int32)
@@ -374,11 +375,8 @@ def _consecutive_teacher_flows(frames: np.ndarray):
 
 
 def _tracks(frames, flow_fw, flow_bw):
-    try:
-        from data_pipelines.tracks import compute_tracks
-    except ImportError:
-        log.info("tracks: data_pipelines.tracks is not available; running without the track loss")
-        return None
+    from flow3r_jax.correspondence.tracks import compute_tracks
+
     try:
         tracks = compute_tracks(frames, flows_fw=flow_fw, flows_bw=flow_bw)
     except Exception as err:  # noqa: BLE001 - tracks are optional: report and continue
@@ -562,7 +560,7 @@ def run_tracks4d(
     stop: StopRequest | None = None,
 ) -> Reconstruction:
     """TracksTo4D on the clip's point tracks (`flowmap.tracks4d.finetune_tracks4d`): tracks from
-    `data_pipelines.tracks` on the frames resized to about `pixels`, up to `max_tracks` of those
+    `flow3r_jax.correspondence.tracks` on the frames resized to about `pixels`, up to `max_tracks` of those
     seen in >= 2 frames; intrinsics unknown, so the official approximation (focal (h + w) / 2 and
     the image centre; here the image size stands for the tracks' extent) with the network's focal
     correction (their mean over frames is the one shared K written). From `init` (a launch.train
@@ -582,7 +580,7 @@ def run_tracks4d(
     flow_fw, flow_bw, teacher = _consecutive_teacher_flows(small)
     tracks = _tracks(small, flow_fw, flow_bw)
     if tracks is None:
-        raise ReconstructionError("--method tracks4d needs point tracks (data_pipelines.tracks), which could not be computed")
+        raise ReconstructionError("--method tracks4d needs point tracks (flow3r_jax.correspondence.tracks), which could not be computed")
     keep = np.flatnonzero(tracks.visible.sum(0) >= 2)
     if len(keep) < 8:
         raise ReconstructionError(f"--method tracks4d: only {len(keep)} tracks are seen in 2 frames or more; at least 8 are needed")

@@ -102,7 +102,7 @@ def make_scene_inputs(
     images: (F, H, W, 3) float in [0, 1] or uint8. flow_fw / flow_bw: consecutive flows (see the
     module docstring). masks: "photometric" (FlowMap's colour-consistency weights, default),
     None (all ones), or a (mask_fw, mask_bw) pair of (F-1, H, W) arrays (bool or float).
-    tracks: None or (xy (F, M, 2), visible (F, M)), e.g. `data_pipelines.tracks.Tracks`.
+    tracks: None or (xy (F, M, 2), visible (F, M)), e.g. `flow3r_jax.correspondence.tracks.Tracks`.
     focal: a known focal length in FlowMap units (f_px / sqrt(H W)), or None to estimate it.
     """
     images = np.asarray(images)

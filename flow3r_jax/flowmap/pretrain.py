@@ -232,7 +232,7 @@ def build_synthetic_pool(num_clips: int, frames: int, height: int, width: int, s
     """A pool of static synthetic room clips (seeds seed, seed + 1, ...; the accuracy benchmark
     holds out seeds below 1000). A `teacher_share` of the clips carry OpenCV DIS flow instead
     of the exact flow. The pool carries the true depth (0 where unknown) for `--depth_weight`."""
-    from data_pipelines.flow_teacher import DISTeacher, compute_pair_flows  # offline data side
+    from flow3r_jax.correspondence.teacher import DISTeacher, compute_pair_flows  # offline data side
     from data_pipelines.synthetic import SceneConfig, generate_clip
 
     from flow3r_jax.flowmap.inputs import consecutive_flows

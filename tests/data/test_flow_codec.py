@@ -349,7 +349,7 @@ def test_decode_rejects_corrupt_truncated_and_unknown_data(rng):
 def test_dis_teacher_flows_fit_two_bytes_per_pixel():
     import jax.numpy as jnp
 
-    from data_pipelines.flow_teacher import DISTeacher, compute_pair_flows
+    from flow3r_jax.correspondence.teacher import DISTeacher, compute_pair_flows
     from data_pipelines.synthetic import SceneConfig, generate_clip
     from flow3r_jax.geometry import forward_backward_mask
 

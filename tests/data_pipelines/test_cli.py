@@ -41,7 +41,7 @@ def _manifest(out) -> dict:
 # -- 1. configuration errors ------------------------------------------------------------------
 
 BAD_VIDEO_OPTIONS = [
-    (["--teacher", "no_such_teacher"], ["--teacher", "unknown flow teacher 'no_such_teacher'", "registered: ['dis'", "--teacher_module"]),
+    (["--teacher", "no_such_teacher"], ["--teacher", "unknown flow teacher 'no_such_teacher'", "registered: [", "'dis'", "--teacher_module"]),
     (["--teacher", "mine", "--teacher_module", "no_such_module_xyz"], ["--teacher_module", "cannot import 'no_such_module_xyz'"]),
     (["--teacher_arg", "preset=slow"], ["--teacher_arg", "unknown preset 'slow'", "ultrafast"]),
     (["--teacher_arg", "bogus=1"], ["--teacher_arg", "bogus", "it takes ['preset']"]),
@@ -115,7 +115,7 @@ def test_a_teacher_that_cannot_be_built_stops_the_run_and_records_nothing(pipe_v
     then a plain rerun into the same directory (nothing was done under the old settings)."""
     (tmp_path / "weights_teacher_for_cli_test.py").write_text(
         "import os\n"
-        "from data_pipelines.flow_teacher import DISTeacher, register_teacher\n"
+        "from flow3r_jax.correspondence.teacher import DISTeacher, register_teacher\n"
         "class Weighted(DISTeacher):\n"
         "    name = 'weighted-dis'\n"
         "    def __init__(self, weights):\n"
@@ -210,7 +210,7 @@ def test_retry_failed_recovers_from_configuration_failures_of_an_older_version(p
     writer.finalize(assignment)
     # The module now exists.
     (tmp_path / "late_teacher_for_cli_test.py").write_text(
-        "from data_pipelines.flow_teacher import DISTeacher, register_teacher\n"
+        "from flow3r_jax.correspondence.teacher import DISTeacher, register_teacher\n"
         "register_teacher('late', lambda: DISTeacher('ultrafast'))\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -250,7 +250,7 @@ def test_a_dataset_whose_work_directory_was_deleted_is_not_mixed_into(pipe_video
 
 SLOW_TEACHER = (
     "import time\n"
-    "from data_pipelines.flow_teacher import DISTeacher, register_teacher\n"
+    "from flow3r_jax.correspondence.teacher import DISTeacher, register_teacher\n"
     "class Slow(DISTeacher):\n"
     "    def __call__(self, src, dst):\n"
     "        time.sleep(0.3)\n"

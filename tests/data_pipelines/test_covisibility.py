@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from data_pipelines.covisibility import ALPHA, BETA, agreement, covisibility_masks, fb_mask, reverse_index
-from data_pipelines.flow_teacher import DISTeacher, compute_pair_flows
+from flow3r_jax.correspondence.teacher import DISTeacher, compute_pair_flows
 from flow3r_jax.geometry import forward_backward_mask
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from data_pipelines.covisibility import covisibility_masks
-from data_pipelines.flow_teacher import DISTeacher, TeacherOutput, compute_pair_flows, register_teacher
+from flow3r_jax.correspondence.teacher import DISTeacher, TeacherOutput, compute_pair_flows, register_teacher
 from data_pipelines.ingest import uniform_indices
 from data_pipelines.make_dataset import _video_one, run
 from data_pipelines.dataset_writer import DatasetWriter
@@ -208,7 +208,7 @@ def test_every_bad_input_is_a_failure_and_the_others_are_written(bad_inputs, pip
 
 def test_teacher_from_a_user_module(pipe_videos, tmp_path, monkeypatch):
     (tmp_path / "my_teachers_for_test.py").write_text(
-        "from data_pipelines.flow_teacher import DISTeacher, register_teacher\n"
+        "from flow3r_jax.correspondence.teacher import DISTeacher, register_teacher\n"
         "class Fast(DISTeacher):\n"
         "    name = 'my-fast-dis'\n"
         "register_teacher('my_fast', lambda **kw: Fast('fast', **kw))\n"

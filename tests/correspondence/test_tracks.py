@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from data_pipelines.synthetic import build_scene
-from data_pipelines.tracks import Tracks, compute_tracks, grid_points
+from flow3r_jax.correspondence.tracks import Tracks, compute_tracks, grid_points
 from tests.data_pipelines.conftest import PIPE_CFG
 
 

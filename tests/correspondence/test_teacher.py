@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from data_pipelines.flow_teacher import DISTeacher, TeacherError, TeacherOutput, check_teacher_args, compute_pair_flows, get_teacher, register_teacher
+from flow3r_jax.correspondence.teacher import DISTeacher, TeacherError, TeacherOutput, check_teacher_args, compute_pair_flows, get_teacher, register_teacher
 from data_pipelines.synthetic import SceneConfig, generate_clip
 
 
@@ -90,7 +90,7 @@ def test_teacher_arguments_are_checked_without_building_the_teacher():
 def test_dis_flow_does_not_depend_on_what_the_teacher_computed_before():
     """OpenCV lowers a DIS object's finest scale after a small image; the teacher resets it, so
     a flow equals that of a fresh teacher whatever came before (reruns give identical records)."""
-    from data_pipelines.flow_teacher import DISTeacher
+    from flow3r_jax.correspondence.teacher import DISTeacher
 
     rng = np.random.default_rng(0)
     big = cv2.GaussianBlur(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8), (0, 0), 2)

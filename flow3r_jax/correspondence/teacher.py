@@ -10,7 +10,7 @@ The default, `DISTeacher`, runs OpenCV's DIS optical flow on the CPU. A learned 
 RAFT, SEA-RAFT, ...) plugs in by implementing the same call with user-supplied weights (loading
 them is the teacher's business; nothing is downloaded here) and registering a factory:
 
-    from data_pipelines.flow_teacher import register_teacher
+    from flow3r_jax.correspondence.teacher import register_teacher
     register_teacher("raft", lambda weights, **kw: MyRaftTeacher(weights, **kw))
     teacher = get_teacher("raft", weights="/path/to/raft-things.pth")
 

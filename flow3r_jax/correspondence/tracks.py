@@ -6,8 +6,8 @@ bw[k] = flow k+1 -> k (on k+1's grid), k = 0 .. K-2; computed with a teacher if 
 1. **Seeds**: frame 0 gets one track per cell of a `grid_stride` grid, at the cell's central pixel
    centre ((stride n + stride // 2) + 0.5 in flow3r_jax's +0.5 pixel convention).
 2. **Chaining forward**: a live track at p in frame k moves to q = p + fw[k](p) (bilinear). It
-   survives to frame k+1 when q lies inside frame k+1 and it passes the covisibility test of
-   `data_pipelines.covisibility` at p: |f + b(q)|^2 < alpha (|f|^2 + |b(q)|^2) + beta with
+   survives to frame k+1 when q lies inside frame k+1 and it passes the forward-backward test
+   (`flow3r_jax.correspondence`, as the datasets' covisibility masks) at p: |f + b(q)|^2 < alpha (|f|^2 + |b(q)|^2) + beta with
    f = fw[k](p), b = bw[k] (alpha 0.01, beta 0.5 px^2). A track that fails stops for good.
 3. **Re-seeding** (`reseed=True`): in every later frame, each grid cell holding no live track gets
    a new track at its centre; new tracks are also chained *backwards* (bw, checked with fw) to the
@@ -27,7 +27,7 @@ import dataclasses
 import cv2
 import numpy as np
 
-from data_pipelines.covisibility import ALPHA, BETA
+from flow3r_jax.correspondence import FB_ALPHA as ALPHA, FB_BETA as BETA
 
 __all__ = ["Tracks", "compute_tracks", "consecutive_flows", "grid_points"]
 
@@ -81,7 +81,7 @@ def _step(xy: np.ndarray, flow: np.ndarray, back: np.ndarray, alpha: float, beta
 
 def consecutive_flows(frames: np.ndarray, teacher=None):
     """fw (K-1, H, W, 2) and bw (K-1, H, W, 2) of consecutive frames with `teacher` (default DIS)."""
-    from data_pipelines.flow_teacher import DISTeacher, compute_pair_flows
+    from flow3r_jax.correspondence.teacher import DISTeacher, compute_pair_flows
 
     teacher = teacher or DISTeacher()
     K = len(frames)
