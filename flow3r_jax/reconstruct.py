@@ -18,7 +18,7 @@ video or an image folder.
   to the clip's point tracks (from scratch, or from `--tracks4d_init` a trained workdir); depth
   maps are sparse (the track points) and the point cloud is the 3D track points.
 
-Outputs in DIR (`flow3r_jax.flowmap.outputs`): `images/` (the frames used), `cameras.json`
+Outputs in DIR (`flow3r_jax.export.outputs`): `images/` (the frames used), `cameras.json`
 (per frame: image name, 4x4 camera-to-world, fx fy cx cy in pixels of the input images),
 `transforms.json` (nerfstudio), `sparse/0` (COLMAP model, images in `images/`), `points.ply`,
 `depth/<frame>.npy` and `depth.npz`, `trajectory.png`, `flowmap_history.json`, `summary.json`
@@ -185,7 +185,7 @@ def check_options(
     computing nothing. Raises ReconstructionError (FrameReadError for a missing input) naming
     the option, its value and what is allowed."""
     from flow3r_jax.data.frames import IMAGE_EXTENSIONS, FrameReadError
-    from flow3r_jax.flowmap.outdir import OutputDirError, check_output_dir
+    from flow3r_jax.export.outdir import OutputDirError, check_output_dir
 
     if not input_path:
         raise ReconstructionError("--input: a video file or an image folder is needed")
@@ -694,11 +694,11 @@ def reconstruct(
     tracks4d_init: str | None = None,
 ) -> dict:
     """The command as a function: checks the options and `out_dir` (`check_options`), reads the
-    frames, reconstructs and writes the outputs (`flowmap.outputs.write_outputs`). Returns the
+    frames, reconstructs and writes the outputs (`export.outputs.write_outputs`). Returns the
     written paths and the run summary (`info["partial"]` when `stop` ended the optimisation
     early). `flowmap`: further `FlowMapConfig` fields of the per-scene optimisation. Raises
     Interrupted when `stop` is set before anything worth writing exists (nothing is written)."""
-    from flow3r_jax.flowmap.outputs import write_outputs
+    from flow3r_jax.export.outputs import write_outputs
 
     check_options(input_path, out_dir, checkpoint, refine, frames, steps, init, pixels, model_size, explicit, ff_pixels, frames_from, flowmap)
     if method not in METHODS:

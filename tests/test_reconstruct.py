@@ -97,8 +97,8 @@ def _check_outputs(out, n_frames, size):
         T = np.asarray(frame["camera_to_world"])
         assert np.all(np.isfinite(T))
         np.testing.assert_allclose(T[:3, :3] @ T[:3, :3].T, np.eye(3), atol=1e-4)
-    from flow3r_jax.flowmap.export import read_colmap_model
-    from flow3r_jax.flowmap.ply import read_ply
+    from flow3r_jax.export.formats import read_colmap_model
+    from flow3r_jax.export.ply import read_ply
 
     model = read_colmap_model(os.path.join(out, "sparse", "0"))
     assert len(model["images"]) == n_frames and len(model["points3D"]) > 100
@@ -318,7 +318,7 @@ def _opencv_to_opengl(T):
 def _check_tool_outputs(out, names):
     """The COLMAP model's images exist and open, transforms.json is cameras.json in nerfstudio's
     axes, and the depth maps agree with the COLMAP points seen in each frame."""
-    from flow3r_jax.flowmap.export import read_colmap_model
+    from flow3r_jax.export.formats import read_colmap_model
 
     with open(os.path.join(out, "cameras.json")) as f:
         cams = json.load(f)

@@ -344,7 +344,7 @@ def read_prediction(pred_dir: str, seq: EvalSequence) -> _DiskPrediction:
             frames = json.load(f)["frames"]
         by = {fr["image_name"]: np.asarray(fr["camera_to_world"], np.float64) for fr in frames}
     elif os.path.isdir(os.path.join(pred_dir, "sparse", "0")):
-        from flow3r_jax.flowmap.export import read_colmap_model
+        from flow3r_jax.export.formats import read_colmap_model
 
         model = read_colmap_model(os.path.join(pred_dir, "sparse", "0"))
         by = dict(zip(model.names, model.poses))

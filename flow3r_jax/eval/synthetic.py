@@ -38,7 +38,7 @@ def write_synthetic_benchmark(out: str, sequences: int = 4, frames: int = 8, siz
     import cv2
 
     from data_pipelines.synthetic import SceneConfig, generate_clip
-    from flow3r_jax.flowmap.export import CameraModel, write_cameras_json
+    from flow3r_jax.export.formats import CameraModel, write_cameras_json
 
     H, W = size
     presets = ("orbit", "forward", "random", "handheld")

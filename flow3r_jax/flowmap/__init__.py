@@ -21,16 +21,14 @@ gradient stays fast inside the compiled loop on CPU), `depth_net` (depth CNN, ex
 soft-min), `poses` (Procrustes from depth + flow, chaining), `losses` (flow, tracks,
 photometric mask), `inputs` (validated scene inputs), `optimize` (the compiled run, vmap),
 `pretrain` (FlowMap's pretraining recipe on synthetic scenes), `weights` (initialisation files),
-`metrics` (trajectory / focal errors), `export` (cameras.json, transforms.json, COLMAP model),
-`ply`, `plot`, `outputs` (the files `reconstruct` writes), `outdir` (its output directory:
-checks, staging, no stale files).
+`metrics` (trajectory / focal errors), `plot`. The files `reconstruct` writes (for every backend)
+are `flow3r_jax.export`'s.
 The command line is `python -m flow3r_jax.reconstruct`.
 """
 
 import importlib
 
-# name -> module; imported on first use, so that light modules (`outdir`, `export`, `ply`) load
-# without JAX (the command line checks its output directory before anything heavy is imported).
+# name -> module; imported on first use, so that importing the package does not load JAX.
 _EXPORTS = {
     "FlowMapConfig": "config",
     "SceneInputs": "inputs",

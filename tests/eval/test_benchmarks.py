@@ -609,7 +609,7 @@ def test_nrgbd(tmp_path):
 
 
 def test_generic_cameras_json_and_colmap(tmp_path):
-    from flow3r_jax.flowmap.export import CameraModel, write_cameras_json, write_colmap_model
+    from flow3r_jax.export.formats import CameraModel, write_cameras_json, write_colmap_model
 
     names = [f"f{i:02d}.png" for i in range(5)]
     poses = np.stack([_c2w(200 + i) for i in range(5)])

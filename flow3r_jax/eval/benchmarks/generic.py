@@ -93,7 +93,7 @@ def read_cameras_json(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def read_colmap_cameras(directory: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{image name: (camera-to-world 4x4, K 3x3 with integer pixel centres)} of a COLMAP model."""
-    from flow3r_jax.flowmap.export import read_colmap_model
+    from flow3r_jax.export.formats import read_colmap_model
 
     try:
         model = read_colmap_model(directory)

@@ -17,7 +17,7 @@
     OUT/PARTIAL                only when the run was stopped early: at which step, and why
 
 Everything is written into a staging folder first and then replaces the previous run's files
-(`flowmap.outdir`), so a reused directory holds no stale file of another run.
+(`export.outdir`), so a reused directory holds no stale file of another run.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import shutil
 
 import numpy as np
 
-from flow3r_jax.flowmap import outdir
+from flow3r_jax.export import outdir
 
 __all__ = ["camera_for_input", "point_cloud", "write_outputs", "DEPTH_FORMAT"]
 
@@ -41,7 +41,7 @@ DEPTH_FORMAT = "float32 .npy, z-depth along the camera's optical axis in the rec
 def camera_for_input(K_model: np.ndarray, grid):
     """The pinhole camera in pixels of the input images, from intrinsics on the model grid
     (`grid`: a `data.frames.ModelGrid`, one scale and a crop, so fx = fy stays so)."""
-    from flow3r_jax.flowmap.export import CameraModel
+    from flow3r_jax.export.formats import CameraModel
 
     H0, W0 = grid.input_size
     K = grid.intrinsics_to_input(K_model)
@@ -106,8 +106,8 @@ def write_outputs(
     are the input frames named `names`; `sources` their files (a folder's input: copied as
     they are) or None (written as PNG, so `names` must end in .png). `summary`: more fields
     for summary.json."""
-    from flow3r_jax.flowmap.export import write_cameras_json, write_colmap_model, write_transforms_json
-    from flow3r_jax.flowmap.ply import write_ply
+    from flow3r_jax.export.formats import write_cameras_json, write_colmap_model, write_transforms_json
+    from flow3r_jax.export.ply import write_ply
 
     input_size = tuple(images.shape[1:3])
     if tuple(rec.grid.input_size) != input_size or tuple(rec.grid.model_size) != tuple(rec.depth.shape[1:3]):

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from flow3r_jax.flowmap.outdir import LEGACY, OutputDirError, check_output_dir, commit, foreign_files, owned_files, staging_dir
+from flow3r_jax.export.outdir import LEGACY, OutputDirError, check_output_dir, commit, foreign_files, owned_files, staging_dir
 
 
 def _touch(path, text="x"):

@@ -8,9 +8,9 @@ from flax import nnx
 from scipy.spatial.transform import Rotation
 
 from flow3r_jax.flowmap import FlowMapConfig, load_init, save_init
-from flow3r_jax.flowmap.export import CameraModel, read_colmap_model, write_cameras_json, write_colmap_model
+from flow3r_jax.export.formats import CameraModel, read_colmap_model, write_cameras_json, write_colmap_model
 from flow3r_jax.flowmap.optimize import init_params
-from flow3r_jax.flowmap.ply import read_ply, write_ply
+from flow3r_jax.export.ply import read_ply, write_ply
 from flow3r_jax.flowmap.weights import DEFAULT_INIT, InitError, read_init_config
 
 
@@ -121,7 +121,7 @@ def test_shipped_initialisation_loads():
 def test_transforms_json_is_nerfstudio_convention(tmp_path):
     """transforms.json: nerfstudio's keys, and camera-to-world matrices with OpenGL camera axes:
     the camera's x axis, -y and -z (x right, y up, z back), the position unchanged."""
-    from flow3r_jax.flowmap.export import write_transforms_json
+    from flow3r_jax.export.formats import write_transforms_json
 
     names, poses, cam, *_ = _model(n=3)
     path = tmp_path / "transforms.json"
