@@ -70,7 +70,7 @@ def run_tracks4d(clip, steps: int, size: str, workdir: str | None):
 
 
 def run_flowmap(clip, steps: int):
-    from flow3r_jax.reconstruct import run_flowmap as rf
+    from flow3r_jax.reconstruction import run_flowmap as rf
 
     t0 = time.perf_counter()
     rec = rf(clip["images"], steps=steps, init="random", pixels=int(np.prod(clip["images"].shape[1:3])), progress=False)
@@ -79,7 +79,7 @@ def run_flowmap(clip, steps: int):
 
 
 def run_flow3r(clip, checkpoint: str, size: str, pixels: int):
-    from flow3r_jax.reconstruct import run_feedforward
+    from flow3r_jax.reconstruction import run_feedforward
 
     t0 = time.perf_counter()
     rec = run_feedforward(clip["images"], checkpoint, size=size, max_pixels=pixels)

@@ -40,6 +40,10 @@ of the options above and the per-scene optimiser's settings (`FlowMapConfig`); a
 on the command line wins over the config. Options are spelled `--snake_case`; the older
 `--kebab-case` spellings are accepted too (`flow3r_jax.cli`).
 
+Code: the methods are `flow3r_jax.reconstruction`'s, stopping on signals `flow3r_jax.stopping`,
+the files `flow3r_jax.export`'s; this module checks the options, reads the frames, dispatches and
+writes.
+
 Frames: `--frames N` takes N frames evenly spaced over the input (default: all, at most 60),
 reading only those (a video's other frames are skipped without being converted). Image folders
 are in natural order (frame2.png before frame10.png). At least 3 frames are needed;
@@ -50,21 +54,23 @@ unreadable files and folders with mixed image sizes are reported with the offend
 from __future__ import annotations
 
 import argparse
-import contextlib
-import dataclasses
 import json
 import logging
-import math
 import os
-import signal
 import sys
 import time
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from flow3r_jax.data.frames import ModelGrid
+from flow3r_jax.reconstruction import (  # noqa: F401 - the command's API: its methods and errors
+    Reconstruction,
+    ReconstructionError,
+    flowmap_size,
+    run_feedforward,
+    run_flowmap,
+    run_tracks4d,
+)
+from flow3r_jax.stopping import Interrupted, StopRequest
 
 __all__ = ["ReconstructionError", "Interrupted", "StopRequest", "check_options", "read_input_frames", "flowmap_size", "reconstruct", "main"]
 
@@ -76,70 +82,6 @@ METHODS = ("default", "tracks4d")  # default: FlowMap / the Flow3r checkpoint; t
 MODEL_SIZES = ("large", "base", "small", "tiny")  # flow3r_jax.models.config.MODEL_SIZES (not imported: it loads JAX)
 # Smallest accepted values of the numeric options (no upper limits).
 MINIMUM = {"steps": 1, "converge": 0, "demo_steps": 1, "frames": MIN_FRAMES, "pixels": 16 * 16, "ff_pixels": 14 * 14}
-
-
-class ReconstructionError(ValueError):
-    """The input cannot be reconstructed as asked (too few frames, bad options, ...)."""
-
-
-class Interrupted(Exception):
-    """A stop was requested (SIGINT / SIGTERM) before anything worth writing existed."""
-
-    def __init__(self, signum: int, stage: str):
-        self.signum = signum
-        self.stage = stage
-        super().__init__(f"interrupted by {signal.Signals(signum).name} {stage}")
-
-
-# ------------------------------------------------------------------------------ stopping
-
-
-class StopRequest:
-    """A stop flag set by SIGINT / SIGTERM (`installed`), asked between stretches of
-    optimisation steps and between the stages of a run. The handler only sets the flag (it never
-    raises into JAX / XLA, so a signal during compilation takes effect when compilation
-    returns); a second signal exits at once."""
-
-    def __init__(self):
-        self.signum: int | None = None
-
-    def __call__(self) -> bool:
-        return self.signum is not None
-
-    @property
-    def name(self) -> str | None:
-        return None if self.signum is None else signal.Signals(self.signum).name
-
-    def request(self, signum: int) -> None:
-        self.signum = signum
-
-    def check(self, stage: str) -> None:
-        """Raises Interrupted if a stop was requested; `stage` says where ("before ...")."""
-        if self.signum is not None:
-            raise Interrupted(self.signum, stage)
-
-    def _handle(self, signum, frame):
-        if self.signum is not None:
-            os.write(2, f"\nreconstruct: second {signal.Signals(signum).name}: exiting now, writing nothing more\n".encode())
-            os._exit(128 + signum)
-        self.signum = signum
-        os.write(2, f"\nreconstruct: {signal.Signals(signum).name} received: stopping after the current step (send it again to exit at once)\n".encode())
-
-    @contextlib.contextmanager
-    def installed(self):
-        """Handles SIGINT and SIGTERM while the block runs (main thread only; elsewhere the
-        flag can still be set with `request`)."""
-        import threading
-
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield self
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
 
 
 # ------------------------------------------------------------------------------- checks
@@ -354,322 +296,6 @@ def read_input_frames(path: str, frames: int | None = None, frames_from: str | N
     if len(images) < MIN_FRAMES:
         raise ReconstructionError(f"{path}: {len(images)} frame(s) read, at least {MIN_FRAMES} are needed")
     return images, list(names)
-
-
-def flowmap_size(height: int, width: int, pixels: int = 43_200, multiple: int = 16) -> tuple[int, int]:
-    """Optimisation size: about `pixels` pixels (FlowMap's default is 180 x 240) with the input's
-    aspect ratio, both sides rounded to multiples of 16, never larger than the input."""
-    scale = min(1.0, math.sqrt(pixels / (height * width)))
-    h = max(multiple, int(round(height * scale / multiple)) * multiple)
-    w = max(multiple, int(round(width * scale / multiple)) * multiple)
-    return h, w
-
-
-def _consecutive_teacher_flows(frames: np.ndarray):
-    from flow3r_jax.correspondence.teacher import DISTeacher, compute_pair_flows
-
-    K = len(frames)
-    pairs = np.array([(i, i + 1) for i in range(K - 1)] + [(i + 1, i) for i in range(K - 1)], np.int32)
-    flows = compute_pair_flows(DISTeacher("medium"), frames, pairs).flow
-    return flows[: K - 1], flows[K - 1 :], "opencv-dis-medium"
-
-
-def _tracks(frames, flow_fw, flow_bw):
-    from flow3r_jax.correspondence.tracks import compute_tracks
-
-    try:
-        tracks = compute_tracks(frames, flows_fw=flow_fw, flows_bw=flow_bw)
-    except Exception as err:  # noqa: BLE001 - tracks are optional: report and continue
-        log.warning("tracks: compute_tracks failed (%s: %s); running without the track loss", type(err).__name__, err)
-        return None
-    log.info("tracks: %d tracks over %d frames", tracks.xy.shape[1], tracks.xy.shape[0])
-    return tracks
-
-
-# --------------------------------------------------------------------------- backends
-
-
-@dataclasses.dataclass
-class Reconstruction:
-    """poses (K, 4, 4) camera-to-world (frame 0 = identity); K_model (3, 3) intrinsics on the
-    model grid; depth (K, h, w) on the model grid; colors (K, h, w, 3) uint8 on the model grid;
-    info: what ran; grid: where the model grid sits in the input frames (one scale and a
-    centred crop, `data.frames.ModelGrid`)."""
-
-    poses: np.ndarray
-    K_model: np.ndarray
-    depth: np.ndarray
-    colors: np.ndarray
-    info: dict
-    grid: ModelGrid
-
-
-class _StepBar:
-    """The optimisation's progress bar: "compiling" until the first report (the first compiled
-    call compiles and runs one step), then steps, loss and a rate counted from that moment, so
-    the compilation time never enters the rate."""
-
-    def __init__(self, total: int):
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, desc="flowmap (compiling)", unit="step", file=sys.stderr, dynamic_ncols=True)
-        self.compiled = False
-
-    def __call__(self, done: int, loss: float) -> None:
-        if not self.compiled:
-            self.compiled = True
-            self.bar.reset()  # the clock restarts now: rates exclude the compilation
-            self.bar.initial = self.bar.n = self.bar.last_print_n = done
-            self.bar.set_description("flowmap", refresh=False)
-            self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-            self.bar.refresh()
-            return
-        self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-        if not self.bar.update(done - self.bar.n):
-            self.bar.refresh()
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-def run_flowmap(
-    frames: np.ndarray,
-    steps: int = 2000,
-    init: str = "pretrained",
-    pixels: int = 43_200,
-    base_depth=None,
-    base_grid=None,
-    explicit: bool = False,
-    seed: int = 0,
-    progress: bool = True,
-    flowmap: dict | None = None,
-    stop: StopRequest | None = None,
-) -> Reconstruction:
-    """The per-scene optimisation on uint8 frames (K, H, W, 3) (see the module docstring).
-    `flowmap`: further `FlowMapConfig` fields (e.g. from `--config configs/flowmap.py`).
-    `base_depth` (K, h', w') on `base_grid` (a feed-forward result's): the depth to refine.
-    `stop`: asked between the stages (raising Interrupted before the first step) and between
-    stretches of steps (ending the run early: `info["partial"]` says where)."""
-    import jax
-
-    from flow3r_jax.data.frames import grid_to_input, resize_to_grid, uniform_grid
-    from flow3r_jax.flowmap import FlowMapConfig, init_params, load_init, make_scene_inputs, optimize_scene
-    from flow3r_jax.flowmap.weights import DEFAULT_INIT
-
-    stop = stop or StopRequest()
-    K, H0, W0 = frames.shape[:3]
-    grid = uniform_grid(H0, W0, flowmap_size(H0, W0, pixels))
-    (h, w), small = grid.model_size, resize_to_grid(frames, grid)
-    t0 = time.time()
-    flow_fw, flow_bw, teacher = _consecutive_teacher_flows(small)
-    log.info("flow: %s on %d pairs at %dx%d (%.1f s)", teacher, 2 * (K - 1), h, w, time.time() - t0)
-    stop.check("after computing flow, before the optimisation")
-    tracks = _tracks(small, flow_fw, flow_bw)
-    stop.check("after computing tracks, before the optimisation")
-    if base_depth is not None:
-        on_input = grid_to_input(base_depth, base_grid) if base_grid is not None else _resize_maps(base_depth, (H0, W0))
-        base_depth = np.maximum(resize_to_grid(on_input, grid), 1e-3)
-    inputs = make_scene_inputs(small, flow_fw, flow_bw, tracks=tracks, base_depth=base_depth)
-    fields = dict(flowmap or {}, steps=steps, progress_every=0)
-    if explicit:
-        cfg = FlowMapConfig.explicit_depth(**fields)
-        params = init_params(cfg, K, (h, w), seed, base_depth=inputs.base_depth)
-        init_name = "explicit"
-    elif init == "random":
-        cfg = FlowMapConfig(**fields)
-        params = init_params(cfg, K, (h, w), seed)
-        init_name = "random"
-    else:
-        path = DEFAULT_INIT if init == "pretrained" else init
-        state, cfg = load_init(path, FlowMapConfig(**fields))
-        if base_depth is not None:  # refine around the given depth: start exactly at it
-            head = state["depth_net"]["depth_head"]
-            head["kernel"].set_value(head["kernel"].get_value() * 0.0)
-            head["bias"].set_value(head["bias"].get_value() * 0.0)
-        params = init_params(cfg, K, (h, w), seed, pretrained=state)
-        init_name = os.path.relpath(path) if init != "pretrained" else "pretrained (shipped)"
-    stop.check("before the optimisation")
-    bar = _StepBar(steps) if progress else None
-    t0 = time.time()
-    first = []
-
-    def report(step, loss):
-        if not first:
-            first.append(time.time() - t0)
-            log.debug("flowmap: compiled and ran the first step in %.1f s", first[0])
-        if bar is not None:
-            bar(step + 1, loss)
-
-    log.info("flowmap: compiling the optimisation (%d frames of %dx%d), then %d steps", K, h, w, steps)
-    try:
-        result = optimize_scene(inputs, cfg, params, key=seed, progress=report, stop=stop)
-        result = jax.device_get(result)
-    finally:
-        if bar is not None:
-            bar.close()
-    seconds = time.time() - t0
-    done = int(result.steps_done)
-    info = dict(
-        backend="flowmap",
-        init=init_name,
-        steps=steps,
-        size=[h, w],
-        teacher=teacher,
-        tracks=tracks is not None,
-        refine=base_depth is not None,
-        seconds=round(seconds, 1),
-        compile_seconds=round(first[0], 1) if first else None,
-        focal_flowmap_units=float(result.focal),
-        final_loss=float(result.history.loss[-1]),
-        history={k: np.asarray(v).tolist() for k, v in result.history._asdict().items() if k != "poses"},
-    )
-    if result.converged:
-        info["converged_at"] = done
-        log.info("flowmap: converged after %d of %d steps (%.1f s; the mean loss of the last %d steps within %.2g of the %d before), final loss %.5f, focal %.4f (f_px/sqrt(HW))",
-                 done, steps, seconds, cfg.converge_window, cfg.converge_rtol, cfg.converge_window, info["final_loss"], info["focal_flowmap_units"])
-    elif done < steps:
-        info["partial"] = dict(stopped_by=stop.name, steps_done=done, steps=steps, stage="per-scene optimisation")
-        log.warning("flowmap: stopped by %s after %d of %d steps (%.1f s); writing the state reached, marked partial", stop.name, done, steps, seconds)
-    else:
-        log.info("flowmap: %d steps in %.1f s, final loss %.5f, focal %.4f (f_px/sqrt(HW))", steps, seconds, info["final_loss"], info["focal_flowmap_units"])
-    return Reconstruction(np.asarray(result.poses, np.float64), np.asarray(result.intrinsics, np.float64), np.asarray(result.depth), small, info, grid)
-
-
-def _fill_invisible(xy: np.ndarray, visible: np.ndarray) -> np.ndarray:
-    """Track positions where a track is not visible: its nearest visible position in time (the
-    tracker leaves 0 there; TracksTo4D reads every entry with its visibility flag)."""
-    T = len(xy)
-    out = xy.copy()
-    idx = np.where(visible, np.arange(T)[:, None], -1)
-    last = np.maximum.accumulate(idx, axis=0)  # latest visible frame at or before t
-    nxt = np.where(visible, np.arange(T)[:, None], T)
-    nxt = np.minimum.accumulate(nxt[::-1], axis=0)[::-1]  # earliest visible frame at or after t
-    src = np.where(last >= 0, last, np.minimum(nxt, T - 1))
-    return out[src, np.arange(xy.shape[1])[None]]
-
-
-def run_tracks4d(
-    frames: np.ndarray,
-    steps: int = 2000,
-    pixels: int = 43_200,
-    size: str = "small",
-    init: str | None = None,
-    max_tracks: int = 256,
-    seed: int = 0,
-    progress: bool = True,
-    stop: StopRequest | None = None,
-) -> Reconstruction:
-    """TracksTo4D on the clip's point tracks (`flowmap.tracks4d.finetune_tracks4d`): tracks from
-    `flow3r_jax.correspondence.tracks` on the frames resized to about `pixels`, up to `max_tracks` of those
-    seen in >= 2 frames; intrinsics unknown, so the official approximation (focal (h + w) / 2 and
-    the image centre; here the image size stands for the tracks' extent) with the network's focal
-    correction (their mean over frames is the one shared K written). From `init` (a launch.train
-    workdir of configs/tracks4d.py, same `size`) or from scratch (with the camera warm-up).
-    Depth maps are sparse: each frame's visible track points, 0 elsewhere; the point cloud is the
-    reconstructed 3D track points of every frame where they are visible."""
-    from flow3r_jax.data.frames import resize_to_grid, uniform_grid
-    from flow3r_jax.flowmap.tracks4d import finetune_tracks4d
-    from flow3r_jax.losses.tracks4d import Tracks4DLossConfig
-    from flow3r_jax.models.tracks4d import tracks4d_config
-
-    stop = stop or StopRequest()
-    K, H0, W0 = frames.shape[:3]
-    grid = uniform_grid(H0, W0, flowmap_size(H0, W0, pixels))
-    (h, w), small = grid.model_size, resize_to_grid(frames, grid)
-    t0 = time.time()
-    flow_fw, flow_bw, teacher = _consecutive_teacher_flows(small)
-    tracks = _tracks(small, flow_fw, flow_bw)
-    if tracks is None:
-        raise ReconstructionError("--method tracks4d needs point tracks (flow3r_jax.correspondence.tracks), which could not be computed")
-    keep = np.flatnonzero(tracks.visible.sum(0) >= 2)
-    if len(keep) < 8:
-        raise ReconstructionError(f"--method tracks4d: only {len(keep)} tracks are seen in 2 frames or more; at least 8 are needed")
-    rng = np.random.default_rng(seed)
-    keep = np.sort(rng.choice(keep, min(max_tracks, len(keep)), replace=False))
-    vis = tracks.visible[:, keep]
-    xy = _fill_invisible(tracks.xy[:, keep], vis)
-    log.info("tracks4d: %d tracks over %d frames at %dx%d (%s flow, %.1f s)", len(keep), K, h, w, teacher, time.time() - t0)
-    stop.check("after computing tracks, before the optimisation")
-    Kapprox = np.array([[(h + w) / 2.0, 0, w / 2.0], [0, (h + w) / 2.0, h / 2.0], [0, 0, 1]], np.float32)
-    cfg = tracks4d_config(size, predict_focal=True)
-    params = None
-    if init:
-        from flax import nnx
-
-        from flow3r_jax.models.tracks4d import Tracks4D
-        from flow3r_jax.train.checkpoint import read_params
-
-        host = read_params(init)
-        abstract = nnx.state(nnx.eval_shape(lambda: Tracks4D(cfg, rngs=nnx.Rngs(0))))
-        try:
-            params = nnx.State.from_flat_path([(p, host["/".join(map(str, p))]) for p, _ in nnx.to_flat_state(abstract)])
-        except KeyError as err:
-            raise ReconstructionError(f"--tracks4d_init {init}: not a TracksTo4D {size!r} checkpoint (missing {err})") from None
-    loss_cfg = Tracks4DLossConfig(warmup_steps=0 if init else min(100, steps // 3))
-    t0 = time.time()
-    r = finetune_tracks4d(xy, vis, np.broadcast_to(Kapprox, (K, 3, 3)), cfg, steps, loss_cfg, params=params, lr=1e-4 if init else 1e-3, seed=seed, stop=stop)
-    seconds = time.time() - t0
-    # frame 0 at the origin, as the other backends
-    to0 = np.linalg.inv(r.poses[0])
-    poses = to0 @ r.poses
-    world = r.points @ to0[:3, :3].T + to0[:3, 3]
-    K_model = Kapprox.astype(np.float64).copy()
-    K_model[0, 0] = K_model[1, 1] = float(np.mean(r.intrinsics[:, 0, 0]))
-    depth = np.zeros((K, h, w), np.float32)
-    cols = np.clip(xy[..., 0].astype(int), 0, w - 1)
-    rows = np.clip(xy[..., 1].astype(int), 0, h - 1)
-    f_idx, n_idx = np.nonzero(vis)
-    depth[f_idx, rows[f_idx, n_idx], cols[f_idx, n_idx]] = np.maximum(r.depth[f_idx, n_idx], 0.0)
-    pts = world[f_idx, n_idx]
-    colors = small[f_idx, rows[f_idx, n_idx], cols[f_idx, n_idx]]
-    obs_xy = grid.to_input(xy[f_idx, n_idx])
-    info = dict(
-        backend="tracks4d", init=init or "random", size=[h, w], model=size, steps=steps, tracks=int(len(keep)), teacher=teacher,
-        seconds=round(seconds, 1), best_loss=r.best_loss, history={"loss": np.asarray(r.history).tolist()},
-    )
-    if r.steps_done < steps:
-        info["partial"] = dict(stopped_by=stop.name, steps_done=r.steps_done, steps=steps, stage="TracksTo4D fine-tuning")
-    rec = Reconstruction(poses, K_model, depth, small, info, grid)
-    rec.cloud = (pts, colors, (f_idx, obs_xy, np.arange(len(pts))))
-    return rec
-
-
-def _resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    import cv2
-
-    h, w = size
-    return np.stack([cv2.resize(np.asarray(m, np.float32), (w, h), interpolation=cv2.INTER_LINEAR) for m in maps])
-
-
-def run_feedforward(frames: np.ndarray, checkpoint: str, size: str = "large", max_pixels: int = 255_000) -> Reconstruction:
-    """The Flow3r model on frames sized by the official rule (with one scale for both axes and a
-    centred crop of the few pixels the rounding to multiples of 14 leaves over, so that pixels
-    stay square): poses from its camera head
-    (re-expressed with frame 0 at the origin), one shared focal fitted to its local points."""
-    import jax.numpy as jnp
-
-    from flow3r_jax.data.frames import official_target_size, resize_to_grid, uniform_grid
-    from flow3r_jax.geometry import focal_from_pointmap, relative_pose
-    from flow3r_jax.models.inference import Predictor
-    from flow3r_jax.models.pretrained import load_pretrained
-
-    K, H0, W0 = frames.shape[:3]
-    grid = uniform_grid(H0, W0, official_target_size(H0, W0, max_pixels))
-    (h, w), small = grid.model_size, resize_to_grid(frames, grid)
-    t0 = time.time()
-    model = load_pretrained(checkpoint, size)
-    log.info("model: %s loaded (%.1f s); input %d x %dx%d", checkpoint, time.time() - t0, K, h, w)
-    t0 = time.time()
-    out = Predictor(model)(small.astype(np.float32) / 255.0)  # (N, ...) numpy
-    local = np.asarray(out["local_points"])
-    conf = 1.0 / (1.0 + np.exp(-np.asarray(out["conf"][..., 0])))
-    f = float(np.median(np.asarray(focal_from_pointmap(jnp.asarray(local), jnp.asarray(conf)))))
-    cams = jnp.asarray(out["camera_poses"])
-    poses = np.asarray(relative_pose(cams[:1], cams), np.float64)
-    depth = np.maximum(local[..., 2], 1e-6)
-    Km = np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1]], np.float64)
-    info = dict(backend="feedforward", checkpoint=checkpoint, size=[h, w], seconds=round(time.time() - t0, 1), focal_px_model=f)
-    return Reconstruction(poses, Km, depth, small, info, grid)
 
 
 def reconstruct(
