@@ -32,6 +32,23 @@ def _ply_vertices(path) -> int:
     return int(next(line.split()[-1] for line in head.splitlines() if line.startswith("element vertex")))
 
 
+def _child_running(pid: int, needle: bytes) -> bool:
+    """Whether a child process of `pid` has `needle` in its command line."""
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                cmd = f.read()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid and needle in cmd:
+            return True
+    return False
+
+
 def _train_commands(out, stage) -> int:
     with open(os.path.join(out, "logs", f"train_stage{stage}.log")) as f:
         return sum(line.startswith("$ ") for line in f)
@@ -110,7 +127,11 @@ def test_rerun_reuses_and_an_interrupted_stage_resumes(first_run):
     for line in p.stdout:
         if "[3/6] stage2" in line:
             break
-    time.sleep(3)
+    # Ctrl-C while its launch.train runs (a resume with nothing left to train ends within seconds
+    # of starting, so the signal goes as soon as the process exists, not after a fixed wait)
+    deadline = time.monotonic() + 120
+    while not _child_running(p.pid, b"launch.train") and time.monotonic() < deadline:
+        time.sleep(0.02)
     p.send_signal(signal.SIGINT)
     rest, err = p.communicate(timeout=300)
     assert p.returncode == 130, (rest[-3000:], err[-3000:])
