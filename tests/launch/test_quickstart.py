@@ -123,7 +123,11 @@ def test_rerun_reuses_and_an_interrupted_stage_resumes(first_run):
     # stage 2 without its record (as if interrupted after its last checkpoint), and Ctrl-C while
     # it runs again: the quickstart stops its launch.train and says how to resume
     os.remove(out / "stages" / "stage2.json")
-    p = subprocess.Popen([sys.executable, "-m", "launch.quickstart", "--quick", "--out", str(out)], cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT at its default in the child (a test run started in the background by a shell has it
+    # ignored, and an ignored SIGINT stays ignored across exec: Python then raises no
+    # KeyboardInterrupt)
+    p = subprocess.Popen([sys.executable, "-m", "launch.quickstart", "--quick", "--out", str(out)], cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in p.stdout:
         if "[3/6] stage2" in line:
             break
