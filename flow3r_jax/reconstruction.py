@@ -56,6 +56,16 @@ def _consecutive_teacher_flows(frames: np.ndarray):
     return flows[: K - 1], flows[K - 1 :], "opencv-dis-medium"
 
 
+def _optimisation_frames(frames: np.ndarray, pixels: int):
+    """(grid, frames on it, (consecutive forward flows, backward flows, teacher name)) of the
+    per-clip methods: about `pixels` pixels, one scale and a centred crop."""
+    from flow3r_jax.data.frames import resize_to_grid, uniform_grid
+
+    grid = uniform_grid(frames.shape[1], frames.shape[2], flowmap_size(frames.shape[1], frames.shape[2], pixels))
+    small = resize_to_grid(frames, grid)
+    return grid, small, _consecutive_teacher_flows(small)
+
+
 def _tracks(frames, flow_fw, flow_bw):
     from flow3r_jax.correspondence.tracks import compute_tracks
 
@@ -134,16 +144,15 @@ def run_flowmap(
     stretches of steps (ending the run early: `info["partial"]` says where)."""
     import jax
 
-    from flow3r_jax.data.frames import grid_to_input, resize_to_grid, uniform_grid
+    from flow3r_jax.data.frames import grid_to_input, resize_to_grid
     from flow3r_jax.flowmap import FlowMapConfig, init_params, load_init, make_scene_inputs, optimize_scene
     from flow3r_jax.flowmap.weights import DEFAULT_INIT
 
     stop = stop or StopRequest()
     K, H0, W0 = frames.shape[:3]
-    grid = uniform_grid(H0, W0, flowmap_size(H0, W0, pixels))
-    (h, w), small = grid.model_size, resize_to_grid(frames, grid)
     t0 = time.time()
-    flow_fw, flow_bw, teacher = _consecutive_teacher_flows(small)
+    grid, small, (flow_fw, flow_bw, teacher) = _optimisation_frames(frames, pixels)
+    h, w = grid.model_size
     log.info("flow: %s on %d pairs at %dx%d (%.1f s)", teacher, 2 * (K - 1), h, w, time.time() - t0)
     stop.check("after computing flow, before the optimisation")
     tracks = _tracks(small, flow_fw, flow_bw)
@@ -249,17 +258,15 @@ def run_tracks4d(
     workdir of configs/tracks4d.py, same `size`) or from scratch (with the camera warm-up).
     Depth maps are sparse: each frame's visible track points, 0 elsewhere; the point cloud is the
     reconstructed 3D track points of every frame where they are visible."""
-    from flow3r_jax.data.frames import resize_to_grid, uniform_grid
     from flow3r_jax.flowmap.tracks4d import finetune_tracks4d
     from flow3r_jax.losses.tracks4d import Tracks4DLossConfig
     from flow3r_jax.models.tracks4d import tracks4d_config
 
     stop = stop or StopRequest()
     K, H0, W0 = frames.shape[:3]
-    grid = uniform_grid(H0, W0, flowmap_size(H0, W0, pixels))
-    (h, w), small = grid.model_size, resize_to_grid(frames, grid)
     t0 = time.time()
-    flow_fw, flow_bw, teacher = _consecutive_teacher_flows(small)
+    grid, small, (flow_fw, flow_bw, teacher) = _optimisation_frames(frames, pixels)
+    h, w = grid.model_size
     tracks = _tracks(small, flow_fw, flow_bw)
     if tracks is None:
         raise ReconstructionError("--method tracks4d needs point tracks (flow3r_jax.correspondence.tracks), which could not be computed")
