@@ -56,6 +56,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -63,6 +64,7 @@ import time
 import numpy as np
 
 from flow3r_jax.reconstruction import (  # noqa: F401 - the command's API: its methods and errors
+    FOCAL_MODES,
     Reconstruction,
     ReconstructionError,
     flowmap_size,
@@ -106,6 +108,19 @@ def _int_option(name: str):
         return value
 
     return parse
+
+
+def _focal_option(text: str) -> str | float:
+    """argparse `type` of --focal: one of FOCAL_MODES or a positive focal length in pixels."""
+    if text in FOCAL_MODES:
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected {', '.join(FOCAL_MODES)} or a focal length in pixels of the input frames") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: a focal length must be a positive number of pixels")
+    return value
 
 
 def check_options(
@@ -318,11 +333,13 @@ def reconstruct(
     method: str = "default",
     tracks4d_size: str = "small",
     tracks4d_init: str | None = None,
+    focal: str | float = "auto",
 ) -> dict:
     """The command as a function: checks the options and `out_dir` (`check_options`), reads the
     frames, reconstructs and writes the outputs (`export.outputs.write_outputs`). Returns the
     written paths and the run summary (`info["partial"]` when `stop` ended the optimisation
-    early). `flowmap`: further `FlowMapConfig` fields of the per-scene optimisation. Raises
+    early). `flowmap`: further `FlowMapConfig` fields of the per-scene optimisation; `focal`: how
+it finds the focal length (`reconstruction.run_flowmap`). Raises
     Interrupted when `stop` is set before anything worth writing exists (nothing is written)."""
     from flow3r_jax.export.outputs import write_outputs
 
@@ -351,10 +368,10 @@ def reconstruct(
                 rec.info["partial"] = dict(stopped_by=stop.name, steps_done=0, steps=steps, stage="before --refine: the feed-forward result, unrefined")
                 log.warning("reconstruct: stopped by %s before --refine; writing the feed-forward result, marked partial", stop.name)
             else:
-                rec = run_flowmap(images, steps, init, pixels, base_depth=ff.depth, base_grid=ff.grid, explicit=explicit, progress=progress, flowmap=flowmap, stop=stop)
+                rec = run_flowmap(images, steps, init, pixels, base_depth=ff.depth, base_grid=ff.grid, explicit=explicit, progress=progress, flowmap=flowmap, stop=stop, focal=focal)
                 rec.info["feedforward"] = ff.info
     else:
-        rec = run_flowmap(images, steps, init, pixels, explicit=explicit, progress=progress, flowmap=flowmap, stop=stop)
+        rec = run_flowmap(images, steps, init, pixels, explicit=explicit, progress=progress, flowmap=flowmap, stop=stop, focal=focal)
     cache = rec.info["compilation_cache"] = COUNTER.since(cache0)
     if cache["dir"]:
         log.info("compilation cache %s: %d programs loaded, %d compiled and stored", cache["dir"], cache["loaded"], cache["stored"])
@@ -459,6 +476,7 @@ def build_parser():
     p.add_argument("--init", default="pretrained", help="'pretrained' (shipped, default), 'random', or an initialisation .npz")
     p.add_argument("--explicit_depth", action="store_true", help="per-pixel depth (FlowMap's ablation) instead of the CNN")
     p.add_argument("--converge", type=_int_option("converge"), default=0, metavar="W", help="end the optimisation once its loss has levelled off: the mean of the last W steps within 0.5%% of the W before (after the free-focal switch); 0 (default): all --steps")
+    p.add_argument("--focal", type=_focal_option, default="auto", metavar="MODE|PX", help="focal length: auto (default: from the flow's rotation where the camera mostly rotates, else FlowMap's soft-min), softmin (FlowMap's), rotation (always the rotation-only fit), or a known focal in pixels of the input frames")
     p.add_argument("--pixels", type=_int_option("pixels"), default=43_200, help=f"optimisation image area, >= {MINIMUM['pixels']} (default 43200 = 180x240)")
     p.add_argument("--ff_pixels", type=_int_option("ff_pixels"), default=255_000, help=f"feed-forward model input area, >= {MINIMUM['ff_pixels']} (official rule, default 255000)")
     p.add_argument("--method", default="default", choices=METHODS, help="default: FlowMap's optimisation or the --checkpoint model; tracks4d: TracksTo4D fitted to the clip's point tracks (--steps steps)")
@@ -496,7 +514,7 @@ def main(argv=None) -> int:
     stop = StopRequest()
     if args.demo is not None:
         # The demo takes --init, --explicit_depth and --no_progress; refuse what it would ignore.
-        ignored = ("input", "out", "checkpoint", "refine", "frames", "frames_from", "steps", "pixels", "ff_pixels", "model_size")
+        ignored = ("input", "out", "checkpoint", "refine", "frames", "frames_from", "steps", "pixels", "ff_pixels", "model_size", "focal")
         unused = ["--" + d for d in ignored if getattr(args, d) != p.get_default(d)]
         if unused:
             p.error(f"--demo renders its own 16-frame video and takes --demo_steps, --init, --explicit_depth and --no_progress; it does not take {', '.join(unused)}")
@@ -512,6 +530,8 @@ def main(argv=None) -> int:
         if args.method == "tracks4d" or (args.checkpoint and not args.refine):
             p.error("--converge ends FlowMap's per-scene optimisation early; this run has none (--method tracks4d, or --checkpoint without --refine)")
         flowmap = {**(flowmap or {}), "converge_window": args.converge}
+    if args.focal != "auto" and (args.method == "tracks4d" or (args.checkpoint and not args.refine)):
+        p.error("--focal sets the focal of FlowMap's per-scene optimisation; this run has none (--method tracks4d, or --checkpoint without --refine)")
     from flow3r_jax.data.frames import FrameReadError
 
     with stop.installed():
@@ -519,7 +539,7 @@ def main(argv=None) -> int:
             result = reconstruct(
                 args.input, args.out, args.checkpoint, args.refine, args.frames, args.steps, args.init, args.pixels,
                 args.model_size, args.explicit_depth, not args.no_progress, ff_pixels=args.ff_pixels, frames_from=args.frames_from, flowmap=flowmap, stop=stop,
-                method=args.method, tracks4d_size=args.tracks4d_size, tracks4d_init=args.tracks4d_init,
+                method=args.method, tracks4d_size=args.tracks4d_size, tracks4d_init=args.tracks4d_init, focal=args.focal,
             )
         except (FrameReadError, ReconstructionError) as err:
             print(f"reconstruct: error: {err}", file=sys.stderr)

@@ -29,7 +29,7 @@ from flow3r_jax.stopping import StopRequest
 if TYPE_CHECKING:
     from flow3r_jax.data.frames import ModelGrid
 
-__all__ = ["ReconstructionError", "Reconstruction", "flowmap_size", "run_flowmap", "run_feedforward", "run_tracks4d"]
+__all__ = ["ReconstructionError", "Reconstruction", "FOCAL_MODES", "flowmap_size", "run_flowmap", "run_feedforward", "run_tracks4d"]
 
 log = logging.getLogger("flow3r_jax.reconstruct")
 
@@ -76,6 +76,38 @@ def _tracks(frames, flow_fw, flow_bw):
         return None
     log.info("tracks: %d tracks over %d frames", tracks.xy.shape[1], tracks.xy.shape[0])
     return tracks
+
+
+FOCAL_MODES = ("auto", "softmin", "rotation")
+
+
+def _known_focal(focal, flow_fw, flow_bw, grid) -> tuple[float | None, dict]:
+    """(focal in FlowMap units for `SceneInputs.focal` or None for FlowMap's soft-min, what was
+    decided). focal: "softmin" (FlowMap's), "rotation" (the rotation-only estimate,
+    `flowmap.selfcal`), "auto" (that estimate where the clip is rotation-dominant, else the
+    soft-min) or a number: the focal in pixels of the input frames."""
+    h, w = grid.model_size
+    if not isinstance(focal, str):
+        f = float(focal) * grid.scale / math.sqrt(h * w)
+        log.info("focal: given, %.1f px on the input frames (%.4f f_px/sqrt(HW))", float(focal), f)
+        return f, dict(mode="given", focal_px_input=float(focal))
+    if focal == "softmin":
+        return None, dict(mode="softmin")
+    from flow3r_jax.flowmap.selfcal import rotation_focal
+
+    t0 = time.time()
+    est = rotation_focal(flow_fw, flow_bw)
+    info = dict(mode=focal, rotation=est.as_dict(), seconds=round(time.time() - t0, 2))
+    use = focal == "rotation" or est.rotational
+    if focal == "rotation" and not math.isfinite(est.focal):
+        raise ReconstructionError("--focal rotation: no consecutive pair has enough consistent flow to estimate the focal")
+    log.info(
+        "focal: rotation-only fit %.4f (f_px/sqrt(HW)), residual %.2f px vs median flow %.2f px, contrast %.2f -> %s (%.1f s)",
+        est.focal, est.residual_px, est.flow_px, est.contrast,
+        "using it" if use else "not rotation-dominant, FlowMap's soft-min", info["seconds"],
+    )
+    info["used"] = "rotation" if use else "softmin"
+    return (est.focal if use else None), info
 
 
 # --------------------------------------------------------------------------- backends
@@ -136,9 +168,12 @@ def run_flowmap(
     progress: bool = True,
     flowmap: dict | None = None,
     stop: StopRequest | None = None,
+    focal: str | float = "auto",
 ) -> Reconstruction:
     """The per-scene optimisation on uint8 frames (K, H, W, 3) (see the module docstring).
     `flowmap`: further `FlowMapConfig` fields (e.g. from `--config configs/flowmap.py`).
+    `focal`: how the focal length is found (`_known_focal`: "auto", "softmin", "rotation" or
+    pixels of the input frames).
     `base_depth` (K, h', w') on `base_grid` (a feed-forward result's): the depth to refine.
     `stop`: asked between the stages (raising Interrupted before the first step) and between
     stretches of steps (ending the run early: `info["partial"]` says where)."""
@@ -160,7 +195,8 @@ def run_flowmap(
     if base_depth is not None:
         on_input = grid_to_input(base_depth, base_grid) if base_grid is not None else _resize_maps(base_depth, (H0, W0))
         base_depth = np.maximum(resize_to_grid(on_input, grid), 1e-3)
-    inputs = make_scene_inputs(small, flow_fw, flow_bw, tracks=tracks, base_depth=base_depth)
+    known, focal_info = _known_focal(focal, flow_fw, flow_bw, grid)
+    inputs = make_scene_inputs(small, flow_fw, flow_bw, tracks=tracks, base_depth=base_depth, focal=known)
     fields = dict(flowmap or {}, steps=steps, progress_every=0)
     if explicit:
         cfg = FlowMapConfig.explicit_depth(**fields)
@@ -211,6 +247,7 @@ def run_flowmap(
         seconds=round(seconds, 1),
         compile_seconds=round(first[0], 1) if first else None,
         focal_flowmap_units=float(result.focal),
+        focal_init=focal_info,
         final_loss=float(result.history.loss[-1]),
         history={k: np.asarray(v).tolist() for k, v in result.history._asdict().items() if k != "poses"},
     )

@@ -193,6 +193,8 @@ def test_bad_options_are_refused_before_any_frame_is_read(tmp_path, capsys):
         (["--pixels", "100"], "argument --pixels: 100 is out of range (allowed: an integer >= 256)"),
         (["--ff_pixels", "-5"], "argument --ff_pixels: -5 is out of range (allowed: an integer >= 196)"),
         (["--model_size", "huge"], "argument --model_size: invalid choice: 'huge'"),
+        (["--focal", "wide"], "argument --focal: 'wide': expected auto, softmin, rotation or a focal length in pixels"),
+        (["--focal", "-5"], "argument --focal: '-5': a focal length must be a positive number of pixels"),
     ]:
         with pytest.raises(SystemExit) as exc:
             main(base + args)
@@ -442,6 +444,43 @@ def test_converge_ends_the_optimisation_early_as_a_complete_run(small_video, tmp
             main(["--input", small_video, "--out", str(tmp_path / "x"), "--converge", "5", *extra])
         assert e.value.code == 2
     assert "--converge ends FlowMap's per-scene optimisation early" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_focal_from_rotation_and_a_given_focal(tmp_path, caplog):
+    """A real video whose camera only rotates: by default (--focal auto) the focal comes from the
+    flow's rotation (flowmap/selfcal.py), close to the truth after one step; --focal PX fixes it
+    at PX pixels of the input frames (fx = fy: one square-pixel pinhole)."""
+    import dataclasses
+
+    from data_pipelines.synthetic.clip import build_scene
+    from data_pipelines.synthetic.config import SceneConfig
+
+    H, W = 144, 192
+    scene = build_scene(SceneConfig(height=H, width=W, frames=6, preset="pan", focal=0.8, flow_px=(5.0, 7.0), offsets=(1,)), 3)
+    poses = scene.poses.copy()
+    poses[:, :3, 3] = poses[0, :3, 3]  # the camera only rotates
+    scene = dataclasses.replace(scene, poses=poses, _frames={})
+    folder = tmp_path / "pan"
+    folder.mkdir()
+    for i in range(6):
+        cv2.imwrite(str(folder / f"{i:02d}.png"), cv2.cvtColor(scene.render(i)["image"], cv2.COLOR_RGB2BGR))
+    f_true = float(scene.intrinsics[0, 0])
+    for focal, out in (("auto", tmp_path / "auto"), ("150", tmp_path / "given")):
+        with caplog.at_level(logging.INFO, logger="flow3r_jax.reconstruct"):
+            assert main(["--input", str(folder), "--out", str(out), "--steps", "1", "--explicit_depth", "--no_progress", "--pixels", str(H * W), "--focal", focal]) == 0
+        with open(out / "cameras.json") as f:
+            cams = json.load(f)
+        fx, fy = cams["frames"][0]["fx"], cams["frames"][0]["fy"]
+        assert fx == fy
+        if focal == "auto":
+            assert cams["run"]["focal_init"]["used"] == "rotation" and "using it" in caplog.text
+            assert abs(fx / f_true - 1) < 0.02, (fx, f_true)
+        else:
+            assert cams["run"]["focal_init"]["mode"] == "given"
+            np.testing.assert_allclose(fx, 150.0, rtol=1e-5)
+    with pytest.raises(SystemExit):
+        main(["--input", str(folder), "--out", str(tmp_path / "x"), "--focal", "softmin", "--method", "tracks4d"])
 
 
 # ------------------------------------------------------------------ signals and progress bar
