@@ -27,7 +27,7 @@ from typing import Mapping
 import numpy as np
 
 from flow3r_jax.convert.official import BUFFERS, ConversionError, ConversionReport, export_state_dict
-from flow3r_jax.convert.readers import CheckpointFormatError, RenamedKeys, key_shape, open_checkpoint
+from flow3r_jax.convert.readers import CheckpointFormatError, RenamedKeys, key_shape, open_checkpoint, release
 
 __all__ = ["ConvertResult", "convert_checkpoint", "detect_size", "KIND_NAMES"]
 
@@ -205,6 +205,7 @@ def convert_checkpoint(input_path: str, output_dir: str, size: str | None = None
                 equal += 1
             else:
                 differ.append(key)
+            release(view, key)  # the compared tensor's file pages leave the process
     if differ or equal != report.loaded:
         raise AssertionError(f"{output_dir}: {len(differ)} tensors exported from the loaded model differ from {input_path}: {differ[:10]}")
     files = {name: os.path.getsize(os.path.join(output_dir, name)) for name in ("config.json", "params.safetensors", "conversion.json")}

@@ -8,21 +8,27 @@ each layer of a stacked block, names the official key that fills it and the layo
 - `patch`: the 14x14 patch conv (D, 3, 14, 14) -> matmul kernel (14*14*3, D) in (dy, dx, c) order;
 - `copy`: same layout (biases, LayerNorm, LayerScale, tokens, ConvTranspose (in, out, k, k)).
 
-Conversion consumes the input mapping key by key (values may be lazy / memory-mapped), checks
-every shape, and fails listing *all* unexpected, missing and mis-shaped keys at once. Parts may
+Conversion checks every key and shape first, failing listing *all* unexpected, missing and
+mis-shaped keys at once, then reads the input mapping key by key in the file's order
+(`readers.read_into`; values may be lazy / memory-mapped) straight into each parameter's one
+preallocated array (a stacked parameter's layers are written into their slices, never
+`np.stack`ed), transposing per slice. Parts may
 be declared optional (a pi^3 checkpoint has no flow head; a DINOv2 one only has the encoder): the
 slots they would fill keep their initial values and are listed in the report.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import re
-from typing import Iterable, Iterator, Mapping
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from flow3r_jax.convert.readers import key_shape
+from flow3r_jax.convert.readers import file_order, key_shape, read_into
 
 __all__ = [
     "ConversionError",
@@ -176,6 +182,30 @@ def _to_ours(slot: Slot, value: np.ndarray) -> np.ndarray:
     return value
 
 
+def _transpose2d_into(dst: np.ndarray, src: np.ndarray, rows: int = 8) -> None:
+    """dst[...] = src.T for 2-D arrays, a few source rows at a time: the strided writes then
+    touch a few cache lines per destination row (about 4x NumPy's plain transposed copy)."""
+    for i in range(0, src.shape[0], rows):
+        np.copyto(dst[:, i : i + rows], src[i : i + rows].T)
+
+
+def _fill(slot: Slot, dst: np.ndarray, state_dict: Mapping, scratch: dict) -> None:
+    """dst[...] = _to_ours(slot, state_dict[slot.key]) as float32, reading the key once."""
+    if slot.transform == "copy":
+        read_into(state_dict, slot.key, dst)
+        return
+    shape = official_shape(slot)
+    n = int(np.prod(shape))
+    if scratch.get("buf") is None or scratch["buf"].size < n:
+        scratch["buf"] = np.empty(n, np.float32)
+    src = scratch["buf"][:n].reshape(shape)
+    read_into(state_dict, slot.key, src)
+    if slot.transform == "linear":
+        _transpose2d_into(dst, src)
+    else:
+        np.copyto(dst, _to_ours(slot, src))
+
+
 def _to_official(slot: Slot, value: np.ndarray) -> np.ndarray:
     if slot.transform == "linear":
         return value.T
@@ -198,13 +228,23 @@ def convert_state_dict(
     optional_prefixes: Iterable[str] = (),
     ignore_keys: Iterable[str] = (),
     source: str = "checkpoint",
+    allocate: Callable[[tuple[int, ...]], np.ndarray] | None = None,
+    on_filled: Callable[[tuple[str, ...], np.ndarray], object] | None = None,
+    threads: int = 1,
 ) -> tuple[dict[tuple[str, ...], np.ndarray | None], ConversionReport]:
     """Fills our parameters from an official-format mapping (values read one key at a time).
 
     Returns ({path: float32 array, or None where an optional part was absent}, report). Keys
     starting with one of `optional_prefixes` may be absent; `ignore_keys` may be present and are
     skipped (e.g. DINOv2's unused `mask_token`). Raises ConversionError listing every
-    unexpected, missing or mis-shaped key.
+    unexpected, missing or mis-shaped key, before any tensor is read.
+
+    Each parameter is one array from `allocate(shape)` (default `np.empty`, float32 C order)
+    that the tensors are read into, in the file's order; as soon as all of a parameter's tensors
+    are in, `on_filled(path, array)` (if given) is called and its result replaces the array in
+    the returned dict, so a caller can move each parameter to its device and drop the host copy
+    while the rest is read. `threads` > 1 reads that many tensors at once (each into its own
+    slice; the mapping's reads must be thread-safe, as `readers`' are).
     """
     slots = conversion_plan(abstract_params)
     by_key = {slot.key: slot for slot in slots}
@@ -243,26 +283,47 @@ def convert_state_dict(
         problems.append(f"normalisation buffers differ from ImageNet's: {bad_buffers}")
     if problems:
         raise ConversionError(f"{source}: does not match the model: " + "; ".join(problems))
-
-    out: dict[tuple[str, ...], np.ndarray | None] = {path: None for path in abstract_params}
-    filled: dict[tuple[str, ...], np.ndarray] = {}
-    for slot in slots:
-        if slot.key not in present:
-            report.left_at_init.append(slot.key)
-            continue
-        value = _to_ours(slot, np.asarray(state_dict[slot.key], np.float32))
-        if slot.index is None:
-            filled[slot.path] = np.ascontiguousarray(value)
-        else:
-            if slot.path not in filled:
-                filled[slot.path] = np.empty(abstract_params[slot.path], np.float32)
-            filled[slot.path][slot.index] = value
-        report.loaded += 1
     # A stacked parameter is usable only if all its layers came from the checkpoint.
-    partial = {s.path for s in slots if s.index is not None and s.key not in present} & set(filled)
+    absent = {s.path for s in slots if s.key not in present}
+    partial = {s.path for s in slots if s.index is not None and s.key in present} & absent
     if partial:
         raise ConversionError(f"{source}: some but not all layers present for {sorted('.'.join(p) for p in partial)[:10]}")
-    out.update(filled)
+
+    report.left_at_init = [s.key for s in slots if s.key not in present]
+    allocate = allocate or (lambda shape: np.empty(shape, np.float32))
+    out: dict[tuple[str, ...], np.ndarray | None] = {path: None for path in abstract_params}
+    remaining = {}  # path -> tensors still to read
+    for slot in slots:
+        if slot.key in present:
+            remaining[slot.path] = remaining.get(slot.path, 0) + 1
+    local = threading.local()  # one scratch buffer per reading thread
+
+    def fill(slot, dst):
+        if not hasattr(local, "scratch"):
+            local.scratch = {}
+        _fill(slot, dst, state_dict, local.scratch)
+
+    order = [by_key[k] for k in file_order(state_dict, [s.key for s in slots if s.key in present])]
+    pending: collections.deque = collections.deque()
+
+    def finish():
+        slot, array, done = pending.popleft()
+        done.result()
+        report.loaded += 1
+        remaining[slot.path] -= 1
+        if remaining[slot.path] == 0 and on_filled is not None:
+            out[slot.path] = on_filled(slot.path, array)
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        for slot in order:
+            if out[slot.path] is None:
+                out[slot.path] = allocate(tuple(abstract_params[slot.path]))
+            array = out[slot.path]
+            pending.append((slot, array, pool.submit(fill, slot, array if slot.index is None else array[slot.index])))
+            while len(pending) > 2 * max(1, threads):
+                finish()
+        while pending:
+            finish()
     return out, report
 
 

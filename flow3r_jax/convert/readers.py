@@ -8,18 +8,28 @@
 
 Common wrappers are unwrapped: a {"model": state_dict} / {"state_dict": ...} container and a
 "module." prefix on every key (DDP).
+
+Bulk loading goes through `read_into(mapping, key, out)` in `file_order(mapping)`: a safetensors
+tensor is read with `preadv` straight into the caller's buffer (no mapping, so nothing of the file
+stays in the process), a torch tensor is copied out of its memory-mapped storage, whose pages are
+then dropped from the process (`madvise(MADV_DONTNEED)` on the checkpoint's own read-only file
+mapping), so loading a 4 GB checkpoint never holds the file in the process's memory beside the
+parameters it fills.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
+import mmap
 import os
 import struct
+import sys
 from typing import Iterator, Mapping
 
 import numpy as np
 
-__all__ = ["open_checkpoint", "SafetensorsFile", "RenamedKeys", "CheckpointFormatError", "key_shape"]
+__all__ = ["open_checkpoint", "SafetensorsFile", "RenamedKeys", "CheckpointFormatError", "key_shape", "read_into", "file_order", "release"]
 
 
 class CheckpointFormatError(ValueError):
@@ -86,6 +96,44 @@ class SafetensorsFile(Mapping[str, np.ndarray]):
     def shape(self, key: str) -> tuple[int, ...]:
         return tuple(self._entries[key]["shape"])
 
+    def offset(self, key: str) -> int:
+        """Byte offset of the tensor in the file (`file_order` reads in this order)."""
+        return self._offset + self._entries[key]["data_offsets"][0]
+
+    def read_into(self, key: str, out: np.ndarray) -> None:
+        """Reads the tensor into `out` (its shape, any float / same-kind dtype) with `preadv`:
+        straight into `out` when it is C-contiguous of the stored dtype, else through one
+        temporary of the stored dtype."""
+        entry = self._entries[key]
+        dtype = _bfloat16() if entry["dtype"] == "BF16" else _ST_DTYPES.get(entry["dtype"])
+        if dtype is None:
+            raise CheckpointFormatError(f"{self.path}: tensor {key!r} has unsupported dtype {entry['dtype']}")
+        if tuple(out.shape) != tuple(entry["shape"]):
+            raise ValueError(f"{self.path}: tensor {key!r} has shape {tuple(entry['shape'])}, not {out.shape}")
+        begin, end = entry["data_offsets"]
+        direct = out.dtype == dtype and out.flags.c_contiguous and out.flags.writeable
+        buf = out if direct else np.empty(entry["shape"], dtype)
+        if buf.nbytes != end - begin:
+            raise CheckpointFormatError(f"{self.path}: tensor {key!r} holds {end - begin} bytes, not the {buf.nbytes} of its shape and dtype")
+        view, pos = memoryview(buf.reshape(-1).view(np.uint8)), self._offset + begin
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            while len(view):
+                n = os.preadv(fd, [view], pos)
+                if n <= 0:
+                    raise CheckpointFormatError(f"{self.path}: unexpected end of file in tensor {key!r}")
+                view, pos = view[n:], pos + n
+        finally:
+            os.close(fd)
+        if not direct:
+            np.copyto(out, buf, casting="unsafe")
+
+    def release(self, key: str) -> None:
+        """Drops the pages `self[key]` mapped into the process (re-read from the file if used again)."""
+        if self._mmap is not None:
+            begin, end = self._entries[key]["data_offsets"]
+            _drop_pages(self._mmap.ctypes.data, self._offset + begin, self._offset + end, self._mmap.ctypes.data, len(self._mmap))
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
 
@@ -94,8 +142,10 @@ class SafetensorsFile(Mapping[str, np.ndarray]):
 
 
 class _TorchStateDict(Mapping[str, np.ndarray]):
-    def __init__(self, tensors: Mapping):
+    def __init__(self, tensors: Mapping, path: str | None = None):
         self._t = tensors
+        self._path = path
+        self._file_maps = None  # [(start, end)] of the checkpoint's read-only mappings
 
     def __getitem__(self, key):
         t = self._t[key]
@@ -103,6 +153,32 @@ class _TorchStateDict(Mapping[str, np.ndarray]):
 
     def shape(self, key: str) -> tuple[int, ...]:
         return tuple(self._t[key].shape)
+
+    def offset(self, key: str) -> int:
+        """Address of the tensor's data: the storages of a memory-mapped torch file follow the file's order."""
+        return self._t[key].data_ptr()
+
+    def read_into(self, key: str, out: np.ndarray) -> None:
+        np.copyto(out, self[key], casting="unsafe")
+        self.release(key)
+
+    def release(self, key: str) -> None:
+        """Drops the tensor's pages from the process, only where they lie in a private mapping of
+        the checkpoint file itself (torch.load(mmap=True) maps it copy-on-write): they are re-read
+        from the file if the tensor is used again (so an in-place change to a loaded tensor would
+        be undone; this reader's tensors are only read). Anything else (e.g. tensors torch read
+        into memory) is left alone."""
+        if self._path is None:
+            return
+        if self._file_maps is None:
+            self._file_maps = _file_mappings(self._path)
+        t = self._t[key]
+        begin = t.data_ptr()
+        end = begin + t.numel() * t.element_size()
+        for start, stop in self._file_maps:
+            if start <= begin and end <= stop:
+                _drop_pages(0, begin, end, start, stop - start)
+                return
 
     def __iter__(self):
         return iter(self._t)
@@ -124,6 +200,16 @@ class RenamedKeys(Mapping[str, np.ndarray]):
     def shape(self, key: str) -> tuple[int, ...]:
         return key_shape(self._m, self._map[key])
 
+    def offset(self, key: str) -> int:
+        offset = getattr(self._m, "offset", None)
+        return offset(self._map[key]) if callable(offset) else 0
+
+    def read_into(self, key: str, out: np.ndarray) -> None:
+        read_into(self._m, self._map[key], out)
+
+    def release(self, key: str) -> None:
+        release(self._m, self._map[key])
+
     def __iter__(self):
         return iter(self._map)
 
@@ -137,6 +223,67 @@ def key_shape(mapping: Mapping, key: str) -> tuple[int, ...]:
     if callable(shape):
         return tuple(shape(key))
     return tuple(np.shape(mapping[key]))
+
+
+def read_into(mapping: Mapping, key: str, out: np.ndarray) -> None:
+    """Copies mapping[key] into `out` (same shape; cast like `np.asarray(value, out.dtype)`),
+    reading it from the file without keeping its pages in the process where the reader can."""
+    reader = getattr(mapping, "read_into", None)
+    if callable(reader):
+        reader(key, out)
+    else:
+        np.copyto(out, np.asarray(mapping[key]), casting="unsafe")
+
+
+def release(mapping: Mapping, key: str) -> None:
+    """Drops the memory-mapped pages mapping[key] brought into the process (no-op for other mappings)."""
+    drop = getattr(mapping, "release", None)
+    if callable(drop):
+        drop(key)
+
+
+def file_order(mapping: Mapping, keys=None) -> list[str]:
+    """`keys` (default: all) in the order their data lie in the file, for sequential reads."""
+    keys = list(mapping.keys() if keys is None else keys)
+    offset = getattr(mapping, "offset", None)
+    if not callable(offset):
+        return keys
+    return sorted(keys, key=offset)
+
+
+_PAGE = mmap.PAGESIZE
+_MADV_DONTNEED = 4  # Linux
+
+
+def _drop_pages(base: int, begin: int, end: int, map_start: int, map_len: int) -> None:
+    """madvise(MADV_DONTNEED) on the whole pages of [base + begin, base + end) inside the mapping
+    [map_start, map_start + map_len) (Linux; a no-op elsewhere). Only for clean, private file
+    mappings: there it drops the pages from the process, and they are re-read from the file."""
+    if not sys.platform.startswith("linux"):
+        return
+    lo = max(base + begin, map_start)
+    hi = min(base + end, map_start + map_len)
+    lo = -(-lo // _PAGE) * _PAGE
+    hi = hi // _PAGE * _PAGE
+    if hi > lo:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), ctypes.c_int(_MADV_DONTNEED))
+
+
+def _file_mappings(path: str) -> list[tuple[int, int]]:
+    """[(start, end)] of this process's private mappings of `path` (Linux /proc)."""
+    real = os.path.realpath(path)
+    out = []
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                parts = line.split(maxsplit=5)
+                if len(parts) == 6 and parts[5].strip() == real and parts[1][0] == "r" and parts[1][3] == "p":
+                    start, stop = (int(x, 16) for x in parts[0].split("-"))
+                    out.append((start, stop))
+    except OSError:
+        return []
+    return out
 
 
 def _unwrap(mapping: Mapping) -> Mapping:
@@ -172,5 +319,5 @@ def open_checkpoint(path: str) -> Mapping[str, np.ndarray]:
                 obj = obj[wrapper]
         if not isinstance(obj, dict) or not all(hasattr(v, "shape") for v in obj.values()):
             raise CheckpointFormatError(f"{path}: does not contain a state dict of tensors")
-        return _unwrap(_TorchStateDict(obj))
+        return _unwrap(_TorchStateDict(obj, path))
     raise CheckpointFormatError(f"{path}: unknown checkpoint format (expected .safetensors, .bin, .pt or .pth)")

@@ -12,7 +12,12 @@
 
 The model is first built abstractly (`nnx.eval_shape`); only parameters absent from the
 checkpoint are initialised (by a jitted init whose other outputs XLA drops), so loading the 1B
-parameter model does not first draw 1B random numbers.
+parameter model does not first draw 1B random numbers. Weights are read in the file's order
+straight into one (64-byte aligned) host array per parameter, a stacked parameter's layers into
+its slices, and each parameter goes to the device as soon as it is complete: on CPU
+`jax.device_put` adopts that array without a copy, elsewhere the host array is dropped once
+copied. Nothing of the file stays mapped in the process, so the peak memory is about the model's
+bytes (see `benchmarks/checkpoint_load.py`).
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import mmap
 import os
+from concurrent.futures import ThreadPoolExecutor
 import struct
 
 import jax
@@ -29,13 +36,15 @@ import numpy as np
 from flax import nnx
 
 from flow3r_jax.convert.official import ConversionReport, convert_state_dict
-from flow3r_jax.convert.readers import RenamedKeys, SafetensorsFile, open_checkpoint
+from flow3r_jax.convert.readers import RenamedKeys, SafetensorsFile, file_order, open_checkpoint
 from flow3r_jax.models.config import ModelConfig, get_model_config
 from flow3r_jax.models.flow3r import Flow3r
 
 __all__ = ["load_pretrained", "save_pretrained", "detect_checkpoint_kind", "abstract_params", "model_from_params"]
 
 log = logging.getLogger(__name__)
+
+READ_THREADS = 2  # tensors read at once: I/O, page faults and transposes of one overlap the others
 
 _TOP_LEVEL = ("encoder.", "decoder.", "register_token", "point_decoder.", "conf_decoder.", "camera_decoder.", "point_head.", "conf_head.", "camera_head.", "flow_head.")
 
@@ -62,7 +71,13 @@ def abstract_params(cfg: ModelConfig) -> tuple[nnx.GraphDef, nnx.State, dict[tup
 
 def model_from_params(cfg: ModelConfig, params: dict[tuple[str, ...], np.ndarray | None], seed: int = 0) -> Flow3r:
     """A model whose parameters are `params` (None entries get their usual initialisation)."""
-    graphdef, state, _ = abstract_params(cfg)
+    return _assemble(cfg, abstract_params(cfg), params, seed)
+
+
+def _assemble(cfg: ModelConfig, abstract, params: dict[tuple[str, ...], object], seed: int = 0) -> Flow3r:
+    """The model from (graphdef, abstract state, shapes) and {path: array or None}. NumPy arrays
+    are copied (`jnp.asarray`: the caller keeps its arrays); JAX arrays are used as they are."""
+    graphdef, state, _ = abstract
     missing = [p for p, v in params.items() if v is None]
     init_values = {}
     if missing:
@@ -80,6 +95,26 @@ def model_from_params(cfg: ModelConfig, params: dict[tuple[str, ...], np.ndarray
         value = params.get(key)
         var.set_value(jnp.asarray(value) if value is not None else init_values[key])
     return nnx.merge(graphdef, nnx.from_flat_state(flat))
+
+
+def _aligned_empty(shape: tuple[int, ...], dtype=np.float32, align: int = 64) -> np.ndarray:
+    """An uninitialised C-order array whose data start on an `align`-byte boundary: XLA's CPU
+    client adopts such a buffer in `jax.device_put` instead of copying it. Large ones are their
+    own anonymous mapping (page-aligned, freed with the last reference; unlike NumPy's, not
+    madvised for huge pages, whose synchronous compaction made first touches several times
+    slower on the machines measured)."""
+    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    if nbytes >= 1 << 20:
+        return np.frombuffer(mmap.mmap(-1, nbytes), dtype).reshape(shape)
+    raw = np.empty(nbytes + align, np.uint8)
+    start = -raw.ctypes.data % align
+    return raw[start : start + nbytes].view(dtype).reshape(shape)
+
+
+def _to_device(path, host: np.ndarray) -> jax.Array:
+    """A parameter array this module allocated and nobody else holds -> the default device
+    (aliased on CPU, copied elsewhere; the caller drops `host`)."""
+    return jax.device_put(host)
 
 
 def _read_config(directory: str, name: str = "config.json") -> ModelConfig:
@@ -100,13 +135,25 @@ def load_pretrained(path: str, size: str = "large", *, return_report: bool = Fal
             raise FileNotFoundError(f"{path}: a flow3r_jax model directory needs config.json and params.safetensors")
         cfg = _read_config(path).replace(**config_overrides)
         weights = SafetensorsFile(os.path.join(path, "params.safetensors"))
-        _, _, shapes = abstract_params(cfg)
+        abstract = abstract_params(cfg)
+        shapes = abstract[2]
         problems = [k for k in map("/".join, shapes) if k not in weights] + [
             f"{k}: file {weights.shape(k)} vs model {shapes[tuple(k.split('/'))]}" for k in weights if tuple(k.split("/")) in shapes and weights.shape(k) != shapes[tuple(k.split("/"))]
         ]
         if problems:
             raise ValueError(f"{path}: parameters do not match config.json: {problems[:10]}")
-        params = {p: np.asarray(weights["/".join(p)], np.float32) for p in shapes}
+
+        def read(key):
+            host = _aligned_empty(shapes[tuple(key.split("/"))])
+            weights.read_into(key, host)  # as float32, whatever the file stores
+            return host
+
+        params = {}
+        with ThreadPoolExecutor(READ_THREADS) as pool:  # reads (and first touches) overlap
+            for key, host in zip(order := file_order(weights, map("/".join, shapes)), pool.map(read, order)):
+                p = tuple(key.split("/"))
+                params[p] = _to_device(p, host)
+                del host
         report = ConversionReport(loaded=len(params))
     else:
         cfg = get_model_config(size, **config_overrides)
@@ -122,12 +169,15 @@ def load_pretrained(path: str, size: str = "large", *, return_report: bool = Fal
         if cfg.flow_head != "factored":  # the official flow head cannot fill another head type
             optional = tuple(set(optional) | {"flow_head."})
             ignore = tuple(ignore) + tuple(k for k in sd.keys() if k.startswith("flow_head."))
-        _, _, shapes = abstract_params(cfg)
-        params, report = convert_state_dict(sd, shapes, optional_prefixes=optional, ignore_keys=ignore, source=path)
+        abstract = abstract_params(cfg)
+        params, report = convert_state_dict(
+            sd, abstract[2], optional_prefixes=optional, ignore_keys=ignore, source=path, allocate=_aligned_empty, on_filled=_to_device, threads=READ_THREADS
+        )
         log.info("loaded %s checkpoint %s: %s", kind, path, report.summary())
         if report.left_at_init:
             log.warning("%s: %d parameter tensors not in the %s checkpoint keep their initialisation (e.g. %s)", path, len(report.left_at_init), kind, report.left_at_init[:2])
-    model = model_from_params(cfg, params)
+    model = _assemble(cfg, abstract, params)
+    del params
     return (model, report) if return_report else model
 
 
