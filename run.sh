@@ -55,7 +55,8 @@ case "$cmd" in
     ;;
   test)
     ensure_env "test,convert,beam,viz"
-    exec .venv/bin/python -m pytest -n 2 --dist loadfile -q "$@"
+    # --durations: the slowest tests are listed above the summary line (the suite must stay under 25 min)
+    exec .venv/bin/python -m pytest -n 2 --dist loadfile -q --durations=15 "$@"
     ;;
   *)
     echo "usage: ./run.sh demo [--fresh | --quick] | demo reconstruct [--demo-steps N] | test [pytest args]" >&2

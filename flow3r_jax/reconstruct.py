@@ -354,7 +354,9 @@ it finds the focal length (`reconstruction.run_flowmap`). Raises
 
     stop = stop or StopRequest()
     cache0 = COUNTER.snapshot()
+    t_read = time.time()
     images, names = read_input_frames(input_path, frames, frames_from)
+    t_read = time.time() - t_read
     H0, W0 = images.shape[1:3]
     log.info("input: %s, %d frames of %dx%d", input_path, len(images), H0, W0)
     stop.check("after reading the frames")
@@ -377,7 +379,11 @@ it finds the focal length (`reconstruction.run_flowmap`). Raises
         log.info("compilation cache %s: %d programs loaded, %d compiled and stored", cache["dir"], cache["loaded"], cache["stored"])
     sources = [os.path.join(input_path, n) for n in names] if os.path.isdir(input_path) else None
     summary = dict(input=os.path.abspath(input_path), checkpoint=checkpoint)
+    timing = rec.info.setdefault("timing", {})
+    timing["read"] = round(t_read, 2)
+    t_export = time.time()
     paths = write_outputs(out_dir, names, images, rec, reference_poses, sources=sources, summary=summary)
+    timing["export"] = round(time.time() - t_export, 2)  # in the returned record only (the files are written by then)
     return dict(paths=paths, info={k: v for k, v in rec.info.items() if k != "history"}, poses=rec.poses, K_model=rec.K_model, input_size=(H0, W0))
 
 

@@ -185,13 +185,17 @@ def run_flowmap(
 
     stop = stop or StopRequest()
     K, H0, W0 = frames.shape[:3]
-    t0 = time.time()
+    timing, t0 = {}, time.time()
     grid, small, (flow_fw, flow_bw, teacher) = _optimisation_frames(frames, pixels)
     h, w = grid.model_size
-    log.info("flow: %s on %d pairs at %dx%d (%.1f s)", teacher, 2 * (K - 1), h, w, time.time() - t0)
+    timing["flow"] = time.time() - t0
+    log.info("flow: %s on %d pairs at %dx%d (%.1f s)", teacher, 2 * (K - 1), h, w, timing["flow"])
     stop.check("after computing flow, before the optimisation")
+    t0 = time.time()
     tracks = _tracks(small, flow_fw, flow_bw)
+    timing["tracks"] = time.time() - t0
     stop.check("after computing tracks, before the optimisation")
+    t0 = time.time()
     if base_depth is not None:
         on_input = grid_to_input(base_depth, base_grid) if base_grid is not None else _resize_maps(base_depth, (H0, W0))
         base_depth = np.maximum(resize_to_grid(on_input, grid), 1e-3)
@@ -215,6 +219,7 @@ def run_flowmap(
             head["bias"].set_value(head["bias"].get_value() * 0.0)
         params = init_params(cfg, K, (h, w), seed, pretrained=state)
         init_name = os.path.relpath(path) if init != "pretrained" else "pretrained (shipped)"
+    timing["setup"] = time.time() - t0  # focal estimate, masks, initialisation
     stop.check("before the optimisation")
     bar = _StepBar(steps) if progress else None
     t0 = time.time()
@@ -235,6 +240,8 @@ def run_flowmap(
         if bar is not None:
             bar.close()
     seconds = time.time() - t0
+    timing["compile"] = first[0] if first else 0.0  # compiling and running the first step
+    timing["optimise"] = seconds - timing["compile"]
     done = int(result.steps_done)
     info = dict(
         backend="flowmap",
@@ -248,6 +255,7 @@ def run_flowmap(
         compile_seconds=round(first[0], 1) if first else None,
         focal_flowmap_units=float(result.focal),
         focal_init=focal_info,
+        timing={k: round(v, 2) for k, v in timing.items()},
         final_loss=float(result.history.loss[-1]),
         history={k: np.asarray(v).tolist() for k, v in result.history._asdict().items() if k != "poses"},
     )
