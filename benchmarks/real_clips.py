@@ -114,13 +114,15 @@ def score(names: list[str], poses: dict[str, np.ndarray], focal: float | None, c
     return out
 
 
-def run_reconstruct(clip: dict, workdir: str, steps: int, converge: int, focal: str, pixels: int) -> dict:
+def run_reconstruct(
+    clip: dict, workdir: str, steps: int, converge: int, focal: str, pixels: int, checkpoint: str | None = None, refine: bool = False, ff_pixels: int = 255_000, flowmap: dict | None = None
+) -> dict:
     from flow3r_jax.reconstruct import reconstruct
 
-    out_dir = os.path.join(workdir, clip["name"], "reconstruct")
-    flowmap = {"converge_window": converge} if converge else None
+    out_dir = os.path.join(workdir, clip["name"], "reconstruct" + ("_ff" if checkpoint else "") + ("_refine" if refine else ""))
+    flowmap = dict(flowmap or {}, **({"converge_window": converge} if converge else {})) or None
     t0 = time.time()
-    result = reconstruct(clip["image_dir"], out_dir, steps=steps, pixels=pixels, progress=False, flowmap=flowmap, focal=focal)
+    result = reconstruct(clip["image_dir"], out_dir, checkpoint, refine, steps=steps, pixels=pixels, progress=False, flowmap=flowmap, focal=focal, ff_pixels=ff_pixels)
     seconds = time.time() - t0
     with open(os.path.join(out_dir, "cameras.json")) as f:
         cams = json.load(f)
@@ -170,6 +172,18 @@ def run_colmap(clip: dict, workdir: str, setting: str) -> dict:
     return out
 
 
+def _literal(text: str):
+    """A --flowmap value: int, float, None or the text itself."""
+    if text == "None":
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
 def _fmt(v, spec):
     return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
 
@@ -192,6 +206,12 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _focal_option(text: str):
+    from flow3r_jax.reconstruct import _focal_option as parse
+
+    return parse(text)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clips", required=True, help="folder of clip folders (see the module docstring)")
@@ -201,11 +221,21 @@ def main(argv=None) -> int:
     p.add_argument("--colmap", default="default,relaxed", help="COLMAP settings to run: default, relaxed (default both)")
     p.add_argument("--steps", type=int, default=2000, help="reconstruct --steps (default 2000)")
     p.add_argument("--converge", type=int, default=0, help="reconstruct --converge W (default 0: all steps)")
-    p.add_argument("--focal", default="auto", help="reconstruct --focal (default auto)")
+    p.add_argument("--focal", type=_focal_option, default="auto", help="reconstruct --focal: auto (default), softmin, rotation or a focal in input pixels")
     p.add_argument("--pixels", type=int, default=43_200, help="reconstruct --pixels (default 43200)")
+    p.add_argument("--checkpoint", default=None, help="reconstruct --checkpoint (a Flow3r checkpoint: the feed-forward model, and with --refine also FlowMap from its depth)")
+    p.add_argument("--refine", action="store_true", help="with --checkpoint: score the feed-forward result and its --refine")
+    p.add_argument("--ff_pixels", type=int, default=255_000, help="reconstruct --ff_pixels (default 255000)")
+    p.add_argument("--flowmap", default="", metavar="K=V,...", help="further FlowMapConfig fields for reconstruct, e.g. lr=1e-4,focal_lr=1e-3,focal_regression_after=250")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        flowmap = {k: _literal(v) for k, v in (kv.split("=", 1) for kv in args.flowmap.split(",") if kv)}
+    except ValueError:
+        p.error(f"--flowmap {args.flowmap!r}: expected KEY=VALUE pairs separated by commas")
+    if args.refine and not args.checkpoint:
+        p.error("--refine needs --checkpoint")
     if not os.path.isdir(args.clips):
         p.error(f"--clips {args.clips}: no such folder")
     names = sorted(d for d in os.listdir(args.clips) if os.path.isdir(os.path.join(args.clips, d, "images")))
@@ -232,7 +262,13 @@ def main(argv=None) -> int:
     for clip in clips:
         runs = []
         if "reconstruct" in methods:
-            runs.append(("reconstruct", lambda c=clip: run_reconstruct(c, args.workdir, args.steps, args.converge, args.focal, args.pixels)))
+            common = dict(steps=args.steps, converge=args.converge, focal=args.focal, pixels=args.pixels, ff_pixels=args.ff_pixels, flowmap=flowmap)
+            if args.checkpoint:
+                runs.append(("feed-forward", lambda c=clip: run_reconstruct(c, args.workdir, checkpoint=args.checkpoint, **common)))
+                if args.refine:
+                    runs.append(("ff + refine", lambda c=clip: run_reconstruct(c, args.workdir, checkpoint=args.checkpoint, refine=True, **common)))
+            else:
+                runs.append(("reconstruct", lambda c=clip: run_reconstruct(c, args.workdir, **common)))
         if "colmap" in methods:
             runs += [(f"colmap ({s})", lambda c=clip, s=s: run_colmap(c, args.workdir, s)) for s in settings]
         for method, fn in runs:
