@@ -55,8 +55,9 @@ case "$cmd" in
     ;;
   test)
     ensure_env "test,convert,beam,viz"
-    # --durations: the slowest tests are listed above the summary line (the suite must stay under 25 min)
-    exec .venv/bin/python -m pytest -n 2 --dist loadfile -q --durations=15 "$@"
+    # --durations: the slowest tests are listed above the summary line (the suite must stay under 25 min);
+    # --no-loadscope-reorder: files go to the workers longest first (tests/conftest.py, _LONGEST_FIRST)
+    exec .venv/bin/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder -q --durations=15 "$@"
     ;;
   *)
     echo "usage: ./run.sh demo [--fresh | --quick] | demo reconstruct [--demo-steps N] | test [pytest args]" >&2
