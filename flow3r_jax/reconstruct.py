@@ -339,13 +339,20 @@ def reconstruct(
     frames, reconstructs and writes the outputs (`export.outputs.write_outputs`). Returns the
     written paths and the run summary (`info["partial"]` when `stop` ended the optimisation
     early). `flowmap`: further `FlowMapConfig` fields of the per-scene optimisation; `focal`: how
-it finds the focal length (`reconstruction.run_flowmap`). Raises
+    it finds the focal length (one of FOCAL_MODES or pixels, `reconstruction.run_flowmap`). Raises
     Interrupted when `stop` is set before anything worth writing exists (nothing is written)."""
     from flow3r_jax.export.outputs import write_outputs
 
     check_options(input_path, out_dir, checkpoint, refine, frames, steps, init, pixels, model_size, explicit, ff_pixels, frames_from, flowmap)
     if method not in METHODS:
         raise ReconstructionError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
+    if isinstance(focal, str):
+        try:
+            focal = _focal_option(focal)  # a mode, or a number written as text
+        except argparse.ArgumentTypeError as err:
+            raise ReconstructionError(f"focal {err}") from None
+    if not isinstance(focal, str) and not (isinstance(focal, (int, float)) and math.isfinite(focal) and focal > 0):
+        raise ReconstructionError(f"focal {focal!r}: expected one of {', '.join(FOCAL_MODES)} or a positive focal length in pixels")
     if method == "tracks4d" and (checkpoint is not None or explicit or flowmap):
         raise ReconstructionError("--method tracks4d takes no --checkpoint, --refine, --explicit_depth or flowmap --config (use --tracks4d_init WORKDIR for trained weights)")
     if tracks4d_init is not None and not os.path.exists(tracks4d_init):

@@ -236,6 +236,11 @@ def test_bad_options_are_refused_before_any_frame_is_read(tmp_path, capsys):
         err = capsys.readouterr().err
         assert expected in err and "unreadable" not in err, (out_dir, err)
     assert (foreign / "notes.txt").read_text() == "keep me" and file_out.read_text() == "x"
+    from flow3r_jax.reconstruct import reconstruct
+
+    for focal in ("wide", -3.0, float("nan")):  # the function checks what the parser would
+        with pytest.raises(ReconstructionError, match="focal"):
+            reconstruct(imgs, out, focal=focal)
     assert not os.path.exists(out)
     # The real command: the same refusals and exit status, in a second or two (nothing heavy loaded).
     env = {**os.environ, "PYTHONPATH": ROOT}
