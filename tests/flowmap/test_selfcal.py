@@ -93,7 +93,7 @@ def test_rendered_pure_rotation_beats_the_softmin():
         assert abs(float(soft) / f_true - 1) > 0.03
 
 
-@pytest.mark.parametrize("preset,seed", [("orbit", 0), ("forward", 1), ("handheld", 2)])
+@pytest.mark.parametrize("preset,seed", [("orbit", 0), ("handheld", 2)])
 def test_translating_clips_fall_back(preset, seed):
     _, fw, bw, _ = _scene(preset, seed)
     est = rotation_focal(fw, bw)
