@@ -59,7 +59,7 @@ How to get the sources: with the agent tool ``fetch github:magicleap/SuperGluePr
 ``git clone https://github.com/<owner>/<name> <mirror-root>/<owner>+<name>/repo`` (a normal clone
 works: ``.git`` is found).  Files are read with ``git show <commit>:<path>`` at the pinned commits.
 
-Only numpy, Pillow and the standard library (plus the ``git`` executable) are used.
+Only numpy, scipy, Pillow and the standard library (plus the ``git`` executable) are used.
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ import sys
 
 import numpy as np
 from PIL import Image
+from scipy.spatial.transform import Rotation, Slerp
 
 MAX_WIDTH = 640
 
@@ -182,28 +183,13 @@ def git_ls(git_dir: str, commit: str, directory: str) -> list[str]:
 # geometry helpers
 # --------------------------------------------------------------------------------------------
 def quat_to_rot(q) -> np.ndarray:
-    """(qx, qy, qz, qw) -> 3x3."""
-    x, y, z, w = np.asarray(q, np.float64) / np.linalg.norm(q)
-    return np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-        ]
-    )
+    """(qx, qy, qz, qw) -> 3x3 (scipy's scalar-last convention, TUM's)."""
+    return Rotation.from_quat(np.asarray(q, np.float64)).as_matrix()
 
 
 def slerp(q0, q1, a: float) -> np.ndarray:
-    q0 = np.asarray(q0, np.float64) / np.linalg.norm(q0)
-    q1 = np.asarray(q1, np.float64) / np.linalg.norm(q1)
-    d = float(np.dot(q0, q1))
-    if d < 0.0:
-        q1, d = -q1, -d
-    if d > 0.9995:
-        q = q0 + a * (q1 - q0)
-        return q / np.linalg.norm(q)
-    th = math.acos(min(1.0, d))
-    return (math.sin((1 - a) * th) * q0 + math.sin(a * th) * q1) / math.sin(th)
+    """Spherical interpolation between two scalar-last quaternions at a in [0, 1]."""
+    return Slerp([0.0, 1.0], Rotation.from_quat([q0, q1]))([a]).as_quat()[0]
 
 
 def rot_angle_deg(R: np.ndarray) -> float:
