@@ -115,14 +115,15 @@ def score(names: list[str], poses: dict[str, np.ndarray], focal: float | None, c
 
 
 def run_reconstruct(
-    clip: dict, workdir: str, steps: int, converge: int, focal: str, pixels: int, checkpoint: str | None = None, refine: bool = False, ff_pixels: int = 255_000, flowmap: dict | None = None
+    clip: dict, workdir: str, steps: int, converge: int, focal: str, pixels: int, checkpoint: str | None = None, refine: bool = False, ff_pixels: int = 255_000, flowmap: dict | None = None,
+    sfm: str = "auto",
 ) -> dict:
     from flow3r_jax.reconstruct import reconstruct
 
     out_dir = os.path.join(workdir, clip["name"], "reconstruct" + ("_ff" if checkpoint else "") + ("_refine" if refine else ""))
     flowmap = dict(flowmap or {}, **({"converge_window": converge} if converge else {})) or None
     t0 = time.time()
-    result = reconstruct(clip["image_dir"], out_dir, checkpoint, refine, steps=steps, pixels=pixels, progress=False, flowmap=flowmap, focal=focal, ff_pixels=ff_pixels)
+    result = reconstruct(clip["image_dir"], out_dir, checkpoint, refine, steps=steps, pixels=pixels, progress=False, flowmap=flowmap, focal=focal, ff_pixels=ff_pixels, sfm=sfm)
     seconds = time.time() - t0
     with open(os.path.join(out_dir, "cameras.json")) as f:
         cams = json.load(f)
@@ -136,6 +137,8 @@ def run_reconstruct(
         steps_done=info.get("converged_at", steps),
         focal_mode=(info.get("focal_init") or {}).get("used", (info.get("focal_init") or {}).get("mode")),
         rotation_fit=(info.get("focal_init") or {}).get("rotation"),
+        poses_from=info.get("poses_from"),
+        sfm={k: v for k, v in (info.get("sfm") or {}).items() if k != "depth_scales"},
     )
     return out
 
@@ -202,7 +205,9 @@ def table(results: list[dict]) -> str:
         )
         if m.get("timing"):
             split = ", ".join(f"{k} {v:.1f}" for k, v in m["timing"].items())
-            lines.append(f"{'':24s} {'':20s} {'':18s} time split (s): {split}; focal: {m.get('focal_mode')}; steps {m.get('steps_done')}")
+            lines.append(f"{'':24s} {'':20s} {'':18s} time split (s): {split}; focal: {m.get('focal_mode')}; steps {m.get('steps_done')}; poses: {m.get('poses_from')}")
+            if m.get("sfm", {}).get("reason"):
+                lines.append(f"{'':24s} {'':20s} {'':18s} sfm not used: {m['sfm']['reason']}")
     return "\n".join(lines)
 
 
@@ -222,6 +227,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=2000, help="reconstruct --steps (default 2000)")
     p.add_argument("--converge", type=int, default=0, help="reconstruct --converge W (default 0: all steps)")
     p.add_argument("--focal", type=_focal_option, default="auto", help="reconstruct --focal: auto (default), softmin, rotation or a focal in input pixels")
+    p.add_argument("--sfm", default="auto", choices=("auto", "off"), help="reconstruct --sfm: auto (default: poses from the sparse solver where it succeeds) or off (FlowMap's)")
     p.add_argument("--pixels", type=int, default=43_200, help="reconstruct --pixels (default 43200)")
     p.add_argument("--checkpoint", default=None, help="reconstruct --checkpoint (a Flow3r checkpoint: the feed-forward model, and with --refine also FlowMap from its depth)")
     p.add_argument("--refine", action="store_true", help="with --checkpoint: score the feed-forward result and its --refine")
@@ -262,7 +268,7 @@ def main(argv=None) -> int:
     for clip in clips:
         runs = []
         if "reconstruct" in methods:
-            common = dict(steps=args.steps, converge=args.converge, focal=args.focal, pixels=args.pixels, ff_pixels=args.ff_pixels, flowmap=flowmap)
+            common = dict(steps=args.steps, converge=args.converge, focal=args.focal, pixels=args.pixels, ff_pixels=args.ff_pixels, flowmap=flowmap, sfm=args.sfm)
             if args.checkpoint:
                 runs.append(("feed-forward", lambda c=clip: run_reconstruct(c, args.workdir, checkpoint=args.checkpoint, **common)))
                 if args.refine:

@@ -65,6 +65,7 @@ import numpy as np
 
 from flow3r_jax.reconstruction import (  # noqa: F401 - the command's API: its methods and errors
     FOCAL_MODES,
+    SFM_MODES,
     Reconstruction,
     ReconstructionError,
     flowmap_size,
@@ -334,12 +335,14 @@ def reconstruct(
     tracks4d_size: str = "small",
     tracks4d_init: str | None = None,
     focal: str | float = "auto",
+    sfm: str = "auto",
 ) -> dict:
     """The command as a function: checks the options and `out_dir` (`check_options`), reads the
     frames, reconstructs and writes the outputs (`export.outputs.write_outputs`). Returns the
     written paths and the run summary (`info["partial"]` when `stop` ended the optimisation
     early). `flowmap`: further `FlowMapConfig` fields of the per-scene optimisation; `focal`: how
-    it finds the focal length (one of FOCAL_MODES or pixels, `reconstruction.run_flowmap`). Raises
+    it finds the focal length (one of FOCAL_MODES or pixels, `reconstruction.run_flowmap`); `sfm`:
+    "auto" (poses and focal from the sparse solver where it succeeds) or "off" (one of SFM_MODES). Raises
     Interrupted when `stop` is set before anything worth writing exists (nothing is written)."""
     from flow3r_jax.export.outputs import write_outputs
 
@@ -353,6 +356,8 @@ def reconstruct(
             raise ReconstructionError(f"focal {err}") from None
     if not isinstance(focal, str) and not (isinstance(focal, (int, float)) and math.isfinite(focal) and focal > 0):
         raise ReconstructionError(f"focal {focal!r}: expected one of {', '.join(FOCAL_MODES)} or a positive focal length in pixels")
+    if sfm not in SFM_MODES:
+        raise ReconstructionError(f"--sfm {sfm!r}: expected one of {', '.join(SFM_MODES)}")
     if method == "tracks4d" and (checkpoint is not None or explicit or flowmap):
         raise ReconstructionError("--method tracks4d takes no --checkpoint, --refine, --explicit_depth or flowmap --config (use --tracks4d_init WORKDIR for trained weights)")
     if tracks4d_init is not None and not os.path.exists(tracks4d_init):
@@ -377,10 +382,10 @@ def reconstruct(
                 rec.info["partial"] = dict(stopped_by=stop.name, steps_done=0, steps=steps, stage="before --refine: the feed-forward result, unrefined")
                 log.warning("reconstruct: stopped by %s before --refine; writing the feed-forward result, marked partial", stop.name)
             else:
-                rec = run_flowmap(images, steps, init, pixels, base_depth=ff.depth, base_grid=ff.grid, explicit=explicit, progress=progress, flowmap=flowmap, stop=stop, focal=focal)
+                rec = run_flowmap(images, steps, init, pixels, base_depth=ff.depth, base_grid=ff.grid, explicit=explicit, progress=progress, flowmap=flowmap, stop=stop, focal=focal, sfm=sfm)
                 rec.info["feedforward"] = ff.info
     else:
-        rec = run_flowmap(images, steps, init, pixels, explicit=explicit, progress=progress, flowmap=flowmap, stop=stop, focal=focal)
+        rec = run_flowmap(images, steps, init, pixels, explicit=explicit, progress=progress, flowmap=flowmap, stop=stop, focal=focal, sfm=sfm)
     cache = rec.info["compilation_cache"] = COUNTER.since(cache0)
     if cache["dir"]:
         log.info("compilation cache %s: %d programs loaded, %d compiled and stored", cache["dir"], cache["loaded"], cache["stored"])
@@ -490,6 +495,7 @@ def build_parser():
     p.add_argument("--explicit_depth", action="store_true", help="per-pixel depth (FlowMap's ablation) instead of the CNN")
     p.add_argument("--converge", type=_int_option("converge"), default=0, metavar="W", help="end the optimisation once its loss has levelled off: the mean of the last W steps within 0.5%% of the W before (after the free-focal switch); 0 (default): all --steps")
     p.add_argument("--focal", type=_focal_option, default="auto", metavar="MODE|PX", help="focal length: auto (default: from the flow's rotation where the camera mostly rotates, else FlowMap's soft-min), softmin (FlowMap's), rotation (always the rotation-only fit), or a known focal in pixels of the input frames")
+    p.add_argument("--sfm", default="auto", choices=SFM_MODES, help="auto (default): camera poses and focal from sparse structure from motion (SIFT tracks, global initialisation, bundle adjustment; seconds) where it succeeds, FlowMap's otherwise; FlowMap supplies the depth maps either way. off: FlowMap's poses and focal")
     p.add_argument("--pixels", type=_int_option("pixels"), default=43_200, help=f"optimisation image area, >= {MINIMUM['pixels']} (default 43200 = 180x240)")
     p.add_argument("--ff_pixels", type=_int_option("ff_pixels"), default=255_000, help=f"feed-forward model input area, >= {MINIMUM['ff_pixels']} (official rule, default 255000)")
     p.add_argument("--method", default="default", choices=METHODS, help="default: FlowMap's optimisation or the --checkpoint model; tracks4d: TracksTo4D fitted to the clip's point tracks (--steps steps)")
@@ -527,7 +533,7 @@ def main(argv=None) -> int:
     stop = StopRequest()
     if args.demo is not None:
         # The demo takes --init, --explicit_depth and --no_progress; refuse what it would ignore.
-        ignored = ("input", "out", "checkpoint", "refine", "frames", "frames_from", "steps", "pixels", "ff_pixels", "model_size", "focal")
+        ignored = ("input", "out", "checkpoint", "refine", "frames", "frames_from", "steps", "pixels", "ff_pixels", "model_size", "focal", "sfm")
         unused = ["--" + d for d in ignored if getattr(args, d) != p.get_default(d)]
         if unused:
             p.error(f"--demo renders its own 16-frame video and takes --demo_steps, --init, --explicit_depth and --no_progress; it does not take {', '.join(unused)}")
@@ -543,6 +549,8 @@ def main(argv=None) -> int:
         if args.method == "tracks4d" or (args.checkpoint and not args.refine):
             p.error("--converge ends FlowMap's per-scene optimisation early; this run has none (--method tracks4d, or --checkpoint without --refine)")
         flowmap = {**(flowmap or {}), "converge_window": args.converge}
+    if args.sfm != "auto" and (args.method == "tracks4d" or (args.checkpoint and not args.refine)):
+        p.error("--sfm applies with FlowMap's per-scene optimisation; this run has none (--method tracks4d, or --checkpoint without --refine)")
     if args.focal != "auto" and (args.method == "tracks4d" or (args.checkpoint and not args.refine)):
         p.error("--focal sets the focal of FlowMap's per-scene optimisation; this run has none (--method tracks4d, or --checkpoint without --refine)")
     from flow3r_jax.data.frames import FrameReadError
@@ -552,7 +560,7 @@ def main(argv=None) -> int:
             result = reconstruct(
                 args.input, args.out, args.checkpoint, args.refine, args.frames, args.steps, args.init, args.pixels,
                 args.model_size, args.explicit_depth, not args.no_progress, ff_pixels=args.ff_pixels, frames_from=args.frames_from, flowmap=flowmap, stop=stop,
-                method=args.method, tracks4d_size=args.tracks4d_size, tracks4d_init=args.tracks4d_init, focal=args.focal,
+                method=args.method, tracks4d_size=args.tracks4d_size, tracks4d_init=args.tracks4d_init, focal=args.focal, sfm=args.sfm,
             )
         except (FrameReadError, ReconstructionError) as err:
             print(f"reconstruct: error: {err}", file=sys.stderr)

@@ -29,7 +29,7 @@ from flow3r_jax.stopping import StopRequest
 if TYPE_CHECKING:
     from flow3r_jax.data.frames import ModelGrid
 
-__all__ = ["ReconstructionError", "Reconstruction", "FOCAL_MODES", "flowmap_size", "run_flowmap", "run_feedforward", "run_tracks4d"]
+__all__ = ["ReconstructionError", "Reconstruction", "FOCAL_MODES", "SFM_MODES", "flowmap_size", "run_flowmap", "run_feedforward", "run_tracks4d"]
 
 log = logging.getLogger("flow3r_jax.reconstruct")
 
@@ -79,6 +79,54 @@ def _tracks(frames, flow_fw, flow_bw):
 
 
 FOCAL_MODES = ("auto", "softmin", "rotation")
+SFM_MODES = ("auto", "off")
+
+
+def _sparse_sfm(frames: np.ndarray, focal):
+    """`flow3r_jax.sfm.run_sfm` on the input frames (a given focal held fixed); None with the
+    reason logged when it cannot run."""
+    from flow3r_jax.sfm import run_sfm
+
+    t0 = time.time()
+    try:
+        result = run_sfm(frames, focal=None if isinstance(focal, str) else float(focal))
+    except Exception as err:  # noqa: BLE001 - the sparse solver is an addition: FlowMap's poses remain
+        log.warning("sfm: failed (%s: %s); keeping FlowMap's poses", type(err).__name__, err)
+        return None, dict(used=False, reason=f"{type(err).__name__}: {err}", seconds=round(time.time() - t0, 2))
+    info = dict(result.info, used=result.ok, seconds=round(time.time() - t0, 2))
+    if result.ok:
+        rp = result.info["reprojection_px"]
+        log.info(
+            "sfm: %d frames, %d of %d pairs, %d tracks, focal %.1f px (%s), reprojection median %.2f px (%.1f s)",
+            len(frames), result.info["pairs_used"], result.info["pairs_tried"], result.info["tracks"], result.focal,
+            result.info["focal_source"], rp["median"], info["seconds"],
+        )
+        return result, info
+    log.warning("sfm: not used (%s); keeping FlowMap's poses (%.1f s)", result.reason, info["seconds"])
+    return None, info
+
+
+def _depth_to_sfm(depth: np.ndarray, grid, sfm) -> tuple[np.ndarray, list[float]]:
+    """FlowMap's depth maps (K, h, w) rescaled per frame to the sparse points: the median ratio of
+    a point's depth in the SfM frame to the map's depth at its keypoint (the overall median for a
+    frame with fewer than 5 points)."""
+    from flow3r_jax.sfm.initial import point_depths
+
+    Rw = np.transpose(sfm.poses[:, :3, :3], (0, 2, 1))
+    z = point_depths(Rw, sfm.poses[:, :3, 3], sfm.points, sfm.frame, sfm.track)
+    h, w = depth.shape[1:]
+    uv = grid.from_input(sfm.xy)
+    col = np.clip(np.floor(uv[:, 0]).astype(int), 0, w - 1)
+    row = np.clip(np.floor(uv[:, 1]).astype(int), 0, h - 1)
+    inside = (uv[:, 0] >= 0) & (uv[:, 0] < w) & (uv[:, 1] >= 0) & (uv[:, 1] < h)
+    d = depth[sfm.frame, row, col]
+    ratio = np.where(inside & (d > 0), z / np.maximum(d, 1e-12), np.nan)
+    overall = float(np.nanmedian(ratio))
+    scales = []
+    for k in range(len(depth)):
+        r = ratio[(sfm.frame == k) & np.isfinite(ratio)]
+        scales.append(float(np.median(r)) if len(r) >= 5 else overall)
+    return depth * np.asarray(scales, depth.dtype)[:, None, None], scales
 
 
 def _known_focal(focal, flow_fw, flow_bw, grid) -> tuple[float | None, dict]:
@@ -169,11 +217,15 @@ def run_flowmap(
     flowmap: dict | None = None,
     stop: StopRequest | None = None,
     focal: str | float = "auto",
+    sfm: str = "auto",
 ) -> Reconstruction:
     """The per-scene optimisation on uint8 frames (K, H, W, 3) (see the module docstring).
     `flowmap`: further `FlowMapConfig` fields (e.g. from `--config configs/flowmap.py`).
     `focal`: how the focal length is found (`_known_focal`: "auto", "softmin", "rotation" or
     pixels of the input frames).
+    `sfm`: "auto" (default) first runs the sparse solver (`flow3r_jax.sfm`) on the input frames;
+    where it succeeds, its poses and focal are the result (FlowMap then runs with that focal held
+    fixed and supplies the depth maps, rescaled per frame to the sparse points); "off": FlowMap's.
     `base_depth` (K, h', w') on `base_grid` (a feed-forward result's): the depth to refine.
     `stop`: asked between the stages (raising Interrupted before the first step) and between
     stretches of steps (ending the run early: `info["partial"]` says where)."""
@@ -183,9 +235,18 @@ def run_flowmap(
     from flow3r_jax.flowmap import FlowMapConfig, init_params, load_init, make_scene_inputs, optimize_scene
     from flow3r_jax.flowmap.weights import DEFAULT_INIT
 
+    if sfm not in SFM_MODES:
+        raise ReconstructionError(f"sfm {sfm!r}: expected one of {', '.join(SFM_MODES)}")
     stop = stop or StopRequest()
     K, H0, W0 = frames.shape[:3]
-    timing, t0 = {}, time.time()
+    timing = {}
+    sparse, sfm_info = None, dict(used=False, reason="--sfm off")
+    if sfm == "auto":
+        t0 = time.time()
+        sparse, sfm_info = _sparse_sfm(frames, focal)
+        timing["sfm"] = time.time() - t0
+        stop.check("after the sparse solver, before the optimisation")
+    t0 = time.time()
     grid, small, (flow_fw, flow_bw, teacher) = _optimisation_frames(frames, pixels)
     h, w = grid.model_size
     timing["flow"] = time.time() - t0
@@ -199,7 +260,12 @@ def run_flowmap(
     if base_depth is not None:
         on_input = grid_to_input(base_depth, base_grid) if base_grid is not None else _resize_maps(base_depth, (H0, W0))
         base_depth = np.maximum(resize_to_grid(on_input, grid), 1e-3)
-    known, focal_info = _known_focal(focal, flow_fw, flow_bw, grid)
+    if sparse is not None:  # FlowMap runs with the sparse solver's focal, held fixed
+        f = sparse.focal * grid.scale / math.sqrt(h * w)
+        known, focal_info = f, dict(mode="sfm", focal_px_input=sparse.focal)
+        log.info("focal: the sparse solver's, %.1f px on the input frames (%.4f f_px/sqrt(HW))", sparse.focal, f)
+    else:
+        known, focal_info = _known_focal(focal, flow_fw, flow_bw, grid)
     inputs = make_scene_inputs(small, flow_fw, flow_bw, tracks=tracks, base_depth=base_depth, focal=known)
     fields = dict(flowmap or {}, steps=steps, progress_every=0)
     if explicit:
@@ -268,7 +334,17 @@ def run_flowmap(
         log.warning("flowmap: stopped by %s after %d of %d steps (%.1f s); writing the state reached, marked partial", stop.name, done, steps, seconds)
     else:
         log.info("flowmap: %d steps in %.1f s, final loss %.5f, focal %.4f (f_px/sqrt(HW))", steps, seconds, info["final_loss"], info["focal_flowmap_units"])
-    return Reconstruction(np.asarray(result.poses, np.float64), np.asarray(result.intrinsics, np.float64), np.asarray(result.depth), small, info, grid)
+    poses, K_model, depth = np.asarray(result.poses, np.float64), np.asarray(result.intrinsics, np.float64), np.asarray(result.depth)
+    info["sfm"] = sfm_info
+    info["poses_from"] = "flowmap"
+    if sparse is not None:
+        poses = sparse.poses
+        A = np.array([[grid.scale, 0.0, -grid.offset[0]], [0.0, grid.scale, -grid.offset[1]], [0.0, 0.0, 1.0]])
+        K_model = A @ np.array([[sparse.focal, 0.0, sparse.principal[0]], [0.0, sparse.focal, sparse.principal[1]], [0.0, 0.0, 1.0]])
+        depth, scales = _depth_to_sfm(depth, grid, sparse)
+        info["poses_from"] = "sfm"
+        info["sfm"]["depth_scales"] = [round(x, 5) for x in scales]
+    return Reconstruction(poses, K_model, depth, small, info, grid)
 
 
 def _fill_invisible(xy: np.ndarray, visible: np.ndarray) -> np.ndarray:

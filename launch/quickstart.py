@@ -195,7 +195,7 @@ def stage_reconstruct(r: Runner, plan: Plan, paths: dict) -> dict:
     _say("reconstruct: feed-forward with the trained checkpoint")
     r.run("reconstruct_feedforward", [*common, "--out", os.path.join(paths["recon"], "feedforward")])
     _say(f"reconstruct: --refine ({plan.recon_steps} steps of per-scene optimisation from the model's depth)")
-    r.run("reconstruct_refined", [*common, "--out", os.path.join(paths["recon"], "refined"), "--refine", "--steps", str(plan.recon_steps), "--pixels", str(h * w)])
+    r.run("reconstruct_refined", [*common, "--out", os.path.join(paths["recon"], "refined"), "--refine", "--steps", str(plan.recon_steps), "--pixels", str(h * w), "--sfm", "off"])
     return {}
 
 

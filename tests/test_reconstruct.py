@@ -131,6 +131,44 @@ def test_reconstruct_synthetic_video_with_the_optimiser(synthetic_video, tmp_pat
 
 
 @pytest.mark.slow
+def test_poses_and_focal_from_the_sparse_solver(tmp_path):
+    """--sfm auto (default): on a textured 240x320 clip the sparse solver succeeds; the written
+    cameras are its poses and focal (against the clip's exact ones), the depth maps agree with its
+    points, and --sfm off keeps FlowMap's."""
+    from PIL import Image
+
+    from data_pipelines.synthetic import SceneConfig, generate_clip
+    from flow3r_jax.flowmap.metrics import trajectory_errors
+
+    clip = generate_clip(SceneConfig(height=240, width=320, frames=10, dynamic=False, preset="handheld", kind="room", offsets=(1,), flow_px=(4.0, 8.0)), seed=2)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for k, im in enumerate(clip["images"]):
+        Image.fromarray(np.asarray(im)).save(folder / f"{k:03d}.png")
+    truth = np.asarray(clip["poses"], np.float64)
+    f_true = float(clip["intrinsics"][0][0, 0])
+    docs = {}
+    for mode in ("auto", "off"):
+        out = str(tmp_path / mode)
+        assert main(["--input", str(folder), "--out", out, "--steps", "2", "--pixels", "3072", "--no-progress", "--sfm", mode]) == 0
+        with open(os.path.join(out, "cameras.json")) as f:
+            docs[mode] = json.load(f)
+    doc = docs["auto"]
+    assert doc["run"]["poses_from"] == "sfm" and doc["run"]["sfm"]["used"]
+    assert docs["off"]["run"]["poses_from"] == "flowmap" and docs["off"]["run"]["sfm"] == {"used": False, "reason": "--sfm off"}
+    err = trajectory_errors(np.stack([fr["camera_to_world"] for fr in doc["frames"]]), truth)
+    assert err["rot_err_deg"] < 0.5 and err["ate_rel"] < 0.1, err
+    first = doc["frames"][0]
+    assert first["fx"] == pytest.approx(first["fy"], rel=1e-9) and abs(first["fx"] - f_true) / f_true < 0.02
+    assert (first["cx"], first["cy"]) == pytest.approx((160.0, 120.0), abs=1e-6)
+    # FlowMap (2 steps) ran with the solver's focal held fixed
+    assert doc["run"]["focal_init"]["mode"] == "sfm"
+    assert doc["run"]["focal_init"]["focal_px_input"] == pytest.approx(first["fx"], rel=1e-6)
+    scales = doc["run"]["sfm"]["depth_scales"]
+    assert len(scales) == 10 and all(s > 0 for s in scales)
+
+
+@pytest.mark.slow
 def test_reconstruct_with_a_checkpoint_and_refine(synthetic_video, tmp_path):
     from flax import nnx
 
@@ -145,7 +183,7 @@ def test_reconstruct_with_a_checkpoint_and_refine(synthetic_video, tmp_path):
     doc = _check_outputs(out, 8, (64, 96))
     assert doc["run"]["backend"] == "feedforward"
     out = str(tmp_path / "refine")
-    assert main(["--input", path, "--out", out, "--checkpoint", ckpt, "--ff-pixels", "6000", "--refine", "--steps", "5", "--no-progress"]) == 0
+    assert main(["--input", path, "--out", out, "--checkpoint", ckpt, "--ff-pixels", "6000", "--refine", "--steps", "5", "--no-progress", "--sfm", "off"]) == 0
     refined = _check_outputs(out, 8, (64, 96))
     assert refined["run"]["backend"] == "flowmap" and refined["run"]["refine"] and refined["run"]["feedforward"]["backend"] == "feedforward"
     # Refinement improves the feed-forward poses (here an untrained model's; docs/real_clips.md

@@ -1,0 +1,202 @@
+"""Sparse structure from motion for `reconstruct`: feature tracks, a global initial estimate and
+bundle adjustment, in seconds on a CPU.
+
+    run_sfm(frames)  ->  SfMResult(ok, reason, poses, focal, principal, points, observations, info)
+
+`matching` (SIFT, ratio test, fundamental-matrix verification, tracks), `initial` (focal from the
+fundamental matrices, rotation averaging, camera centres from epipolar constraints,
+triangulation), `bundle` (Levenberg-Marquardt with the Schur complement, Huber weights). One
+pinhole camera with square pixels and the principal point at the image centre (what
+`reconstruct` writes). `ok` is False, with the reason, where the clip does not support the
+solution (too few matches, frames outside the view graph, a poor final fit): `reconstruct` then
+keeps FlowMap's poses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+
+import numpy as np
+
+from flow3r_jax.sfm.bundle import BundleResult, bundle_adjust
+from flow3r_jax.sfm.initial import (
+    average_rotations,
+    centres_from_epipolar,
+    focal_from_fundamentals,
+    intrinsics,
+    point_depths,
+    relative_rotations,
+    triangulate,
+)
+from flow3r_jax.sfm.matching import detect, frame_pairs, match_pairs, tracks_from_matches
+
+__all__ = ["SfMResult", "run_sfm", "bundle_adjust", "BundleResult"]
+
+log = logging.getLogger("flow3r_jax.sfm")
+
+
+@dataclasses.dataclass
+class SfMResult:
+    ok: bool
+    reason: str  # why not ok ("" when ok)
+    poses: np.ndarray | None  # (K, 4, 4) camera-to-world, frame 0 = identity, median point depth 1
+    focal: float  # pixels of the input frames
+    principal: tuple[float, float]  # pixels, +0.5 convention (the image centre)
+    points: np.ndarray | None  # (T, 3)
+    frame: np.ndarray | None  # observations: frame (n,), track (n,), xy (n, 2) input pixels
+    track: np.ndarray | None
+    xy: np.ndarray | None
+    info: dict
+
+
+def _fail(reason: str, focal: float, principal, info: dict) -> SfMResult:
+    info["reason"] = reason
+    return SfMResult(False, reason, None, focal, principal, None, None, None, None, info)
+
+
+def _connected(count: int, pairs) -> bool:
+    reached, todo = {0}, [0]
+    adj: dict[int, set] = {}
+    for i, j in pairs:
+        adj.setdefault(i, set()).add(j)
+        adj.setdefault(j, set()).add(i)
+    while todo:
+        for b in adj.get(todo.pop(), ()):
+            if b not in reached:
+                reached.add(b)
+                todo.append(b)
+    return len(reached) == count
+
+
+def _focal_by_consistency(features_xy, matches, principal, size: float, count: int, factors=(0.5, 0.7, 1.0, 1.4, 2.0), per_frame: int = 3):
+    """(focal, {candidate: score}): among focal candidates (factors x the longer side), the one
+    whose relative rotations of each frame's `per_frame` best-matched pairs agree best after averaging (the
+    inliers of the pairs within 3 degrees), then the same around it at 2^(+-1/4)."""
+    by_size = sorted(matches, key=lambda m: -len(m.idx))
+    chosen: set[int] = set()
+    for k in range(count):  # every frame's `per_frame` best pairs, so that the graph covers the clip
+        chosen.update([n for n, m in enumerate(by_size) if k in (m.i, m.j)][:per_frame])
+    best = [by_size[n] for n in sorted(chosen)]
+
+    def score(f: float) -> int:
+        rel = relative_rotations(features_xy, best, intrinsics(f, principal))
+        if not rel:
+            return 0
+        Rw, kept = average_rotations(count, rel)
+        if any(R is None for R in Rw):
+            kept = np.zeros(len(rel), bool)
+        return int(sum(len(v[1]) for v, k in zip(rel.values(), kept) if k))
+
+    scores = {round(f * size, 1): score(f * size) for f in factors}
+    f = max(scores, key=scores.get)
+    for g in (f * 2 ** -0.25, f * 2**0.25):
+        scores[round(g, 1)] = score(g)
+    f = max(scores, key=scores.get)
+    return float(f), {str(k): v for k, v in sorted(scores.items())}
+
+
+def run_sfm(
+    frames: np.ndarray,
+    focal: float | None = None,
+    max_gap: int | None = None,
+    max_features: int = 4000,
+    huber_px=(4.0, 1.0),
+    iterations: int = 100,
+    max_median_px: float = 1.5,
+    min_within_2px: float = 0.9,
+    min_matches: int = 30,
+) -> SfMResult:
+    """Poses and one focal of uint8 frames (K, H, W, 3) (see the module docstring). focal: known
+    focal in pixels (held fixed) or None (estimated, then refined). max_gap: frames matched at
+    most this far apart (default: every pair up to 40 frames, else 20 apart)."""
+    K, H, W = frames.shape[:3]
+    principal = (W / 2.0, H / 2.0)
+    info: dict = dict(frames=K)
+    timing: dict = {}
+    info["timing"] = timing
+    t = time.time()
+    feats = detect(frames, max_features)
+    timing["features"] = round(time.time() - t, 2)
+    gap = max_gap if max_gap is not None else (K - 1 if K <= 40 else 20)
+    t = time.time()
+    matches = match_pairs(feats, frame_pairs(K, gap), min_matches=min_matches)
+    timing["matching"] = round(time.time() - t, 2)
+    info.update(keypoints=int(sum(len(x) for x in feats.xy)), pairs_tried=len(frame_pairs(K, gap)), pairs_verified=len(matches))
+    size = float(max(H, W))
+    if len(matches) < K - 1:
+        return _fail(f"only {len(matches)} frame pairs have {min_matches}+ verified matches (need at least {K - 1})", focal or size, principal, info)
+    t = time.time()
+    if focal is not None:
+        f0, info["focal_source"] = float(focal), "given"
+    else:
+        f0, ok_f, _ = focal_from_fundamentals([m.F for m in matches], principal, size)
+        info["focal_fundamental"] = round(f0, 2)
+        if not ok_f:
+            f0, scores = _focal_by_consistency(feats.xy, matches, principal, size, K)
+            info["focal_candidates"] = scores
+            info["focal_source"] = "the candidate whose rotations agree best (the fundamental-matrix estimate is ambiguous)"
+        else:
+            info["focal_source"] = "fundamental matrices"
+    Km = intrinsics(f0, principal)
+    rel = relative_rotations(feats.xy, matches, Km)
+    Rw, kept = average_rotations(K, rel)
+    missing = [k for k, R in enumerate(Rw) if R is None]
+    if missing:
+        return _fail(f"frames {missing} share no verified pair with the rest of the clip", f0, principal, info)
+    rel = {k: v for k, v, keep in zip(list(rel), list(rel.values()), kept) if keep}
+    if not _connected(K, rel):
+        return _fail("the pairs consistent with the averaged rotations do not connect every frame", f0, principal, info)
+    info["pairs_used"] = len(rel)
+    C = centres_from_epipolar(Rw, Km, feats.xy, rel)
+
+    from flow3r_jax.sfm.matching import PairMatches
+
+    frame, track, xy = tracks_from_matches(feats, [PairMatches(i, j, idx, np.eye(3)) for (i, j), (_, idx) in rel.items()])
+    X = triangulate(Rw, C, Km, frame, track, xy)
+    depth = point_depths(Rw, C, X, frame, track)
+    if np.nanmean(depth > 0) < 0.5:  # the centres' sign: points in front
+        C = -C
+        X = triangulate(Rw, C, Km, frame, track, xy)
+        depth = point_depths(Rw, C, X, frame, track)
+    bad = np.unique(track[~(np.isfinite(depth) & (depth > 0))])
+    keep = ~np.isin(track, bad)
+    frame, xy = frame[keep], xy[keep]
+    used, track = np.unique(track[keep], return_inverse=True)
+    X = X[used]
+    seen = np.unique(frame)
+    if len(seen) < K:
+        return _fail(f"frames {sorted(set(range(K)) - set(seen.tolist()))} keep no triangulated point", f0, principal, info)
+    scale = 1.0 / np.median(point_depths(Rw, C, X, frame, track))
+    C, X = C * scale, X * scale
+    timing["initial"] = round(time.time() - t, 2)
+    info.update(tracks=int(len(X)), observations=int(len(frame)))
+    t = time.time()
+    f = f0
+    ba = None
+    for delta in huber_px:
+        ba = bundle_adjust(Rw, C, f, X, principal, frame, track, xy, huber_px=delta, iterations=iterations, refine_focal=focal is None)
+        Rw, C, f, X = ba.rotations, ba.centres, ba.focal, ba.points
+    timing["bundle"] = round(time.time() - t, 2)
+    scale = 1.0 / np.median(point_depths(Rw, C, X, frame, track))
+    C, X = C * scale, X * scale
+    res = ba.residuals
+    info.update(
+        focal=round(f, 2),
+        reprojection_px=dict(median=round(float(np.median(res)), 3), p90=round(float(np.percentile(res, 90)), 3), within_2px=round(float(np.mean(res < 2.0)), 3)),
+        bundle_iterations=ba.iterations,
+    )
+    poses = np.tile(np.eye(4), (K, 1, 1))
+    poses[:, :3, :3] = np.transpose(Rw, (0, 2, 1))
+    poses[:, :3, 3] = C
+    result = SfMResult(True, "", poses, float(f), principal, X, frame, track, xy, info)
+    if not (math.isfinite(f) and 0.1 * size < f < 10 * size):
+        result.ok, result.reason = False, f"the focal came out at {f:.1f} px, implausible for {W}x{H} frames"
+    elif np.median(res) > max_median_px:
+        result.ok, result.reason = False, f"median reprojection error {np.median(res):.2f} px after bundle adjustment (> {max_median_px})"
+    elif np.mean(res < 2.0) < min_within_2px:
+        result.ok, result.reason = False, f"only {100 * np.mean(res < 2.0):.0f}% of the observations within 2 px after bundle adjustment (< {100 * min_within_2px:.0f}%)"
+    info["reason"] = result.reason
+    return result

@@ -1,0 +1,209 @@
+"""Bundle adjustment: Levenberg-Marquardt on reprojection errors with the Schur complement.
+
+One shared pinhole camera with square pixels (focal f, principal point fixed), world-to-camera
+rotations R_k and camera centres C_k, points X_p; an observation n of point p in frame k at pixel
+x_n (any pixel convention, as long as the principal point uses the same one) has the residual
+
+    r_n = f * (Xc_x, Xc_y) / Xc_z + (cx, cy) - x_n,      Xc = R_k (X_p - C_k).
+
+Frame 0's pose is held fixed (the rotation and translation gauge); the scale gauge is left to the
+damping (the caller fixes it afterwards: `run_sfm` scales to a median point depth of 1). Robust: Huber weights on |r_n| (iteratively reweighted), threshold `huber_px`.
+Updates: rotation R <- exp([d]_x) R, centre C <- C + dC, point X <- X + dX, focal log f <- log f + d.
+Cameras (6 per frame but frame 0, plus the focal) form a dense block; points are eliminated
+(3x3 blocks) through the Schur complement, so a step costs O(obs + frames^3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from scipy.sparse import csr_matrix
+from scipy.spatial.transform import Rotation
+
+__all__ = ["BundleResult", "bundle_adjust", "reprojection_residuals"]
+
+
+@dataclasses.dataclass
+class BundleResult:
+    rotations: np.ndarray  # (K, 3, 3) world-to-camera
+    centres: np.ndarray  # (K, 3) camera centres in the world
+    focal: float
+    points: np.ndarray  # (P, 3)
+    residuals: np.ndarray  # (n,) final reprojection error per observation, pixels
+    iterations: int
+    initial_rms: float  # robust (Huber) cost as an RMS-equivalent, pixels
+    final_rms: float
+
+
+def _skew(v: np.ndarray) -> np.ndarray:
+    z = np.zeros(v.shape[:-1])
+    return np.stack(
+        [np.stack([z, -v[..., 2], v[..., 1]], -1), np.stack([v[..., 2], z, -v[..., 0]], -1), np.stack([-v[..., 1], v[..., 0], z], -1)], -2
+    )
+
+
+def reprojection_residuals(R, C, f, X, principal, frame, point, xy) -> np.ndarray:
+    """(n, 2) residuals (projection - observation) of observations (frame[n], point[n], xy[n])."""
+    Xc = np.einsum("nij,nj->ni", R[frame], X[point] - C[frame])
+    z = Xc[:, 2:3]
+    return f * Xc[:, :2] / z + np.asarray(principal)[None] - xy
+
+
+def _huber_weights(norms: np.ndarray, delta: float) -> np.ndarray:
+    return np.where(norms <= delta, 1.0, delta / np.maximum(norms, 1e-12))
+
+
+def _huber_cost(norms: np.ndarray, delta: float) -> float:
+    return float(np.sum(np.where(norms <= delta, 0.5 * norms**2, delta * (norms - 0.5 * delta))))
+
+
+def _sum_by(index: np.ndarray, values: np.ndarray, count: int) -> np.ndarray:
+    """Sums of values (n, ...) grouped by index (n,) into (count, ...)."""
+    flat = values.reshape(len(values), -1)
+    out = np.stack([np.bincount(index, weights=flat[:, c], minlength=count) for c in range(flat.shape[1])], -1)
+    return out.reshape((count,) + values.shape[1:])
+
+
+def _camera_columns(col0: np.ndarray, movable: np.ndarray, refine_focal: bool, nc: int) -> np.ndarray:
+    """(n, 6 (+1)) columns of each observation's camera parameters in the camera block, -1 for
+    frame 0's (held fixed); the focal's column last."""
+    cols = np.where(movable[:, None], col0[:, None] + np.arange(6)[None], -1)
+    if refine_focal:
+        cols = np.concatenate([cols, np.full((len(cols), 1), nc - 1)], 1)
+    return cols
+
+
+def _scatter_square(cols: np.ndarray, blocks: np.ndarray, size: int) -> np.ndarray:
+    """Dense (size, size) sum of the per-observation blocks (n, m, m) at rows/cols `cols` (n, m)
+    (entries with column -1 dropped)."""
+    m = cols.shape[1]
+    ri = np.repeat(cols[:, :, None], m, 2)
+    ci = np.repeat(cols[:, None, :], m, 1)
+    ok = (ri >= 0) & (ci >= 0)
+    return np.bincount(ri[ok] * size + ci[ok], weights=blocks[ok], minlength=size * size).reshape(size, size)
+
+
+def _block_diag(blocks: np.ndarray) -> csr_matrix:
+    """Sparse block-diagonal matrix of (P, 3, 3) blocks."""
+    P = len(blocks)
+    r = np.repeat(3 * np.arange(P)[:, None] + np.arange(3)[None], 3, 1).reshape(P, 3, 3)
+    c = np.transpose(r, (0, 2, 1))
+    return csr_matrix((blocks.ravel(), (r.ravel(), c.ravel())), shape=(3 * P, 3 * P))
+
+
+def bundle_adjust(
+    rotations: np.ndarray,
+    centres: np.ndarray,
+    focal: float,
+    points: np.ndarray,
+    principal,
+    frame: np.ndarray,
+    point: np.ndarray,
+    xy: np.ndarray,
+    huber_px: float = 2.0,
+    iterations: int = 50,
+    refine_focal: bool = True,
+    tol: float = 1e-6,
+    min_depth: float = 1e-6,
+) -> BundleResult:
+    """Refines poses, focal and points (see the module docstring). rotations (K, 3, 3)
+    world-to-camera, centres (K, 3), points (P, 3), observations frame (n,), point (n,) ints and
+    xy (n, 2) pixels. Stops after `iterations` or when a step lowers the cost by less than `tol`
+    (relative). Points behind a camera are never accepted: a step that puts an observed point at
+    depth <= min_depth is rejected like one that raises the cost."""
+    R = np.asarray(rotations, np.float64).copy()
+    C = np.asarray(centres, np.float64).copy()
+    X = np.asarray(points, np.float64).copy()
+    frame, point = np.asarray(frame, np.int64), np.asarray(point, np.int64)
+    xy = np.asarray(xy, np.float64)
+    K, P, n = len(R), len(X), len(frame)
+    if n == 0 or K < 2:
+        raise ValueError(f"bundle_adjust: needs >= 2 frames and observations, got {K} frames and {n} observations")
+    logf = float(np.log(focal))
+    nc = 6 * (K - 1) + int(refine_focal)  # camera block: (dtheta, dC) per frame 1.., then log f
+
+    def evaluate(R, C, logf, X):
+        Xc = np.einsum("nij,nj->ni", R[frame], X[point] - C[frame])
+        if np.any(Xc[:, 2] <= min_depth):
+            return None, None
+        r = np.exp(logf) * Xc[:, :2] / Xc[:, 2:3] + np.asarray(principal)[None] - xy
+        return r, Xc
+
+    r, Xc = evaluate(R, C, logf, X)
+    if r is None:
+        raise ValueError("bundle_adjust: an observed point lies behind its camera at the start")
+    norms = np.linalg.norm(r, axis=1)
+    cost = _huber_cost(norms, huber_px)
+    initial = cost
+    lam = 1e-3
+    it = 0
+    movable = frame > 0
+    col0 = 6 * (frame - 1)  # first camera column of each observation (frame 0 has none)
+    for it in range(1, iterations + 1):
+        f = np.exp(logf)
+        z = Xc[:, 2]
+        dproj = np.zeros((n, 2, 3))  # d r / d Xc
+        dproj[:, 0, 0] = f / z
+        dproj[:, 1, 1] = f / z
+        dproj[:, 0, 2] = -f * Xc[:, 0] / z**2
+        dproj[:, 1, 2] = -f * Xc[:, 1] / z**2
+        Rn = R[frame]
+        Jcam = np.concatenate([dproj @ (-_skew(Xc)), -dproj @ Rn], -1)  # (n, 2, 6): left rotation update, centre
+        if refine_focal:
+            Jcam = np.concatenate([Jcam, (f * Xc[:, :2] / z[:, None])[..., None]], -1)  # d r / d log f
+        J_p = dproj @ Rn
+        w = _huber_weights(norms, huber_px)
+        wr = w[:, None] * r
+        Hpp = _sum_by(point, w[:, None, None] * np.einsum("nki,nkj->nij", J_p, J_p), P)
+        gp = _sum_by(point, np.einsum("nki,nk->ni", J_p, wr), P)
+        # camera-camera: per observation a (6 (+1)) x (6 (+1)) block at its frame's columns
+        JcJc = w[:, None, None] * np.einsum("nki,nkj->nij", Jcam, Jcam)
+        gcam = np.einsum("nki,nk->ni", Jcam, wr)
+        JcJp = w[:, None, None] * np.einsum("nki,nkj->nij", Jcam, J_p)  # (n, 6 (+1), 3)
+        cols = _camera_columns(col0, movable, refine_focal, nc)  # (n, 6 (+1)), -1 where absent
+        Hcc = _scatter_square(cols, JcJc, nc)
+        gc = np.zeros(nc + 1)
+        np.add.at(gc, np.where(cols >= 0, cols, nc).ravel(), gcam.ravel())
+        gc = gc[:nc]
+        # Hcp sparse (nc, 3P): block (cols of observation n) x (3 point(n) .. +3)
+        rows_i = np.repeat(cols[:, :, None], 3, 2)
+        cols_i = np.broadcast_to(3 * point[:, None, None] + np.arange(3)[None, None], rows_i.shape)
+        ok = rows_i >= 0
+        Hcp = csr_matrix((JcJp[ok], (rows_i[ok], cols_i[ok])), shape=(nc, 3 * P))
+        improved = False
+        for _ in range(10):
+            Hpp_d = Hpp + lam * (Hpp * np.eye(3)[None]) + 1e-12 * np.eye(3)[None]
+            Hpp_inv = np.linalg.inv(Hpp_d)  # (P, 3, 3)
+            Hcc_d = Hcc + lam * np.diag(np.diag(Hcc)) + 1e-12 * np.eye(nc)
+            Dinv = _block_diag(Hpp_inv)
+            T = (Hcp @ Dinv).tocsr()  # Hcp Hpp^-1
+            S = Hcc_d - (T @ Hcp.T).toarray()
+            rhs = -gc + T @ gp.ravel()
+            try:
+                dc = np.linalg.solve(S, rhs)
+            except np.linalg.LinAlgError:
+                lam *= 10
+                continue
+            dp = np.einsum("pij,pj->pi", Hpp_inv, -gp - (Hcp.T @ dc).reshape(P, 3))
+            dcam = dc[: 6 * (K - 1)].reshape(K - 1, 6)
+            R_new = R.copy()
+            R_new[1:] = Rotation.from_rotvec(dcam[:, :3]).as_matrix() @ R[1:]
+            C_new = C.copy()
+            C_new[1:] = C[1:] + dcam[:, 3:]
+            logf_new = logf + (dc[-1] if refine_focal else 0.0)
+            X_new = X + dp
+            r_new, Xc_new = evaluate(R_new, C_new, logf_new, X_new)
+            if r_new is not None:
+                norms_new = np.linalg.norm(r_new, axis=1)
+                cost_new = _huber_cost(norms_new, huber_px)
+                if cost_new < cost:
+                    rel = (cost - cost_new) / max(cost, 1e-300)
+                    R, C, logf, X, r, Xc, norms, cost = R_new, C_new, logf_new, X_new, r_new, Xc_new, norms_new, cost_new
+                    lam = max(lam / 10, 1e-9)
+                    improved = True
+                    break
+            lam *= 10
+        if not improved or rel < tol:
+            break
+    return BundleResult(R, C, float(np.exp(logf)) if refine_focal else float(focal), X, norms, it, float(np.sqrt(2 * initial / n)), float(np.sqrt(2 * cost / n)))
