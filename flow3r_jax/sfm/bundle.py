@@ -4,7 +4,9 @@ One shared pinhole camera with square pixels (focal f, principal point fixed), w
 rotations R_k and camera centres C_k, points X_p; an observation n of point p in frame k at pixel
 x_n (any pixel convention, as long as the principal point uses the same one) has the residual
 
-    r_n = f * (Xc_x, Xc_y) / Xc_z + (cx, cy) - x_n,      Xc = R_k (X_p - C_k).
+    r_n = f * (1 + k1 |m|^2) m + (cx, cy) - x_n,      m = (Xc_x, Xc_y) / Xc_z,   Xc = R_k (X_p - C_k)
+
+(k1 = 0 unless `radial`: COLMAP's SIMPLE_RADIAL).
 
 Frame 0's pose is held fixed (the rotation and translation gauge); the scale gauge is left to the
 damping (the caller fixes it afterwards: `run_sfm` scales to a median point depth of 1). Robust: Huber weights on |r_n| (iteratively reweighted), threshold `huber_px`.
@@ -34,6 +36,7 @@ class BundleResult:
     iterations: int
     initial_rms: float  # robust (Huber) cost as an RMS-equivalent, pixels
     final_rms: float
+    k1: float = 0.0  # radial distortion (0 unless refined)
 
 
 def _skew(v: np.ndarray) -> np.ndarray:
@@ -43,11 +46,11 @@ def _skew(v: np.ndarray) -> np.ndarray:
     )
 
 
-def reprojection_residuals(R, C, f, X, principal, frame, point, xy) -> np.ndarray:
+def reprojection_residuals(R, C, f, X, principal, frame, point, xy, k1: float = 0.0) -> np.ndarray:
     """(n, 2) residuals (projection - observation) of observations (frame[n], point[n], xy[n])."""
     Xc = np.einsum("nij,nj->ni", R[frame], X[point] - C[frame])
-    z = Xc[:, 2:3]
-    return f * Xc[:, :2] / z + np.asarray(principal)[None] - xy
+    m = Xc[:, :2] / Xc[:, 2:3]
+    return f * (1.0 + k1 * np.sum(m**2, -1, keepdims=True)) * m + np.asarray(principal)[None] - xy
 
 
 def _huber_weights(norms: np.ndarray, delta: float) -> np.ndarray:
@@ -65,13 +68,11 @@ def _sum_by(index: np.ndarray, values: np.ndarray, count: int) -> np.ndarray:
     return out.reshape((count,) + values.shape[1:])
 
 
-def _camera_columns(col0: np.ndarray, movable: np.ndarray, refine_focal: bool, nc: int) -> np.ndarray:
-    """(n, 6 (+1)) columns of each observation's camera parameters in the camera block, -1 for
-    frame 0's (held fixed); the focal's column last."""
+def _camera_columns(col0: np.ndarray, movable: np.ndarray, shared: int, nc: int) -> np.ndarray:
+    """(n, 6 + shared) columns of each observation's camera parameters in the camera block, -1
+    for frame 0's (held fixed); the `shared` intrinsics' columns last."""
     cols = np.where(movable[:, None], col0[:, None] + np.arange(6)[None], -1)
-    if refine_focal:
-        cols = np.concatenate([cols, np.full((len(cols), 1), nc - 1)], 1)
-    return cols
+    return np.concatenate([cols, np.broadcast_to(nc - shared + np.arange(shared)[None], (len(cols), shared))], 1)
 
 
 def _scatter_square(cols: np.ndarray, blocks: np.ndarray, size: int) -> np.ndarray:
@@ -106,12 +107,16 @@ def bundle_adjust(
     refine_focal: bool = True,
     tol: float = 1e-6,
     min_depth: float = 1e-6,
+    radial: bool = False,
+    k1: float = 0.0,
 ) -> BundleResult:
     """Refines poses, focal and points (see the module docstring). rotations (K, 3, 3)
     world-to-camera, centres (K, 3), points (P, 3), observations frame (n,), point (n,) ints and
     xy (n, 2) pixels. Stops after `iterations` or when a step lowers the cost by less than `tol`
     (relative). Points behind a camera are never accepted: a step that puts an observed point at
-    depth <= min_depth is rejected like one that raises the cost."""
+    depth <= min_depth is rejected like one that raises the cost. radial: also refine one radial
+    distortion coefficient k1 (COLMAP's SIMPLE_RADIAL: normalised coordinates scaled by
+    1 + k1 (x^2 + y^2)), starting at `k1`."""
     R = np.asarray(rotations, np.float64).copy()
     C = np.asarray(centres, np.float64).copy()
     X = np.asarray(points, np.float64).copy()
@@ -121,16 +126,19 @@ def bundle_adjust(
     if n == 0 or K < 2:
         raise ValueError(f"bundle_adjust: needs >= 2 frames and observations, got {K} frames and {n} observations")
     logf = float(np.log(focal))
-    nc = 6 * (K - 1) + int(refine_focal)  # camera block: (dtheta, dC) per frame 1.., then log f
+    k1 = float(k1)
+    shared = int(refine_focal) + int(radial)
+    nc = 6 * (K - 1) + shared  # camera block: (dtheta, dC) per frame 1.., then log f, k1
 
-    def evaluate(R, C, logf, X):
+    def evaluate(R, C, logf, k1, X):
         Xc = np.einsum("nij,nj->ni", R[frame], X[point] - C[frame])
         if np.any(Xc[:, 2] <= min_depth):
             return None, None
-        r = np.exp(logf) * Xc[:, :2] / Xc[:, 2:3] + np.asarray(principal)[None] - xy
+        m = Xc[:, :2] / Xc[:, 2:3]
+        r = np.exp(logf) * (1.0 + k1 * np.sum(m**2, -1, keepdims=True)) * m + np.asarray(principal)[None] - xy
         return r, Xc
 
-    r, Xc = evaluate(R, C, logf, X)
+    r, Xc = evaluate(R, C, logf, k1, X)
     if r is None:
         raise ValueError("bundle_adjust: an observed point lies behind its camera at the start")
     norms = np.linalg.norm(r, axis=1)
@@ -143,15 +151,21 @@ def bundle_adjust(
     for it in range(1, iterations + 1):
         f = np.exp(logf)
         z = Xc[:, 2]
-        dproj = np.zeros((n, 2, 3))  # d r / d Xc
-        dproj[:, 0, 0] = f / z
-        dproj[:, 1, 1] = f / z
-        dproj[:, 0, 2] = -f * Xc[:, 0] / z**2
-        dproj[:, 1, 2] = -f * Xc[:, 1] / z**2
+        m = Xc[:, :2] / z[:, None]  # normalised coordinates
+        rho2 = np.sum(m**2, -1)
+        g = 1.0 + k1 * rho2
+        dm = np.zeros((n, 2, 3))  # d m / d Xc
+        dm[:, 0, 0] = dm[:, 1, 1] = 1.0 / z
+        dm[:, :, 2] = -m / z[:, None]
+        du = f * (g[:, None, None] * np.eye(2)[None] + 2.0 * k1 * m[:, :, None] * m[:, None, :])  # d r / d m
+        dproj = du @ dm  # d r / d Xc
         Rn = R[frame]
-        Jcam = np.concatenate([dproj @ (-_skew(Xc)), -dproj @ Rn], -1)  # (n, 2, 6): left rotation update, centre
+        extra = []
         if refine_focal:
-            Jcam = np.concatenate([Jcam, (f * Xc[:, :2] / z[:, None])[..., None]], -1)  # d r / d log f
+            extra.append(f * g[:, None] * m)  # d r / d log f
+        if radial:
+            extra.append(f * rho2[:, None] * m)  # d r / d k1
+        Jcam = np.concatenate([dproj @ (-_skew(Xc)), -dproj @ Rn] + [e[..., None] for e in extra], -1)  # (n, 2, 6 + shared)
         J_p = dproj @ Rn
         w = _huber_weights(norms, huber_px)
         wr = w[:, None] * r
@@ -161,7 +175,7 @@ def bundle_adjust(
         JcJc = w[:, None, None] * np.einsum("nki,nkj->nij", Jcam, Jcam)
         gcam = np.einsum("nki,nk->ni", Jcam, wr)
         JcJp = w[:, None, None] * np.einsum("nki,nkj->nij", Jcam, J_p)  # (n, 6 (+1), 3)
-        cols = _camera_columns(col0, movable, refine_focal, nc)  # (n, 6 (+1)), -1 where absent
+        cols = _camera_columns(col0, movable, shared, nc)  # (n, 6 + shared), -1 where absent
         Hcc = _scatter_square(cols, JcJc, nc)
         gc = np.zeros(nc + 1)
         np.add.at(gc, np.where(cols >= 0, cols, nc).ravel(), gcam.ravel())
@@ -191,19 +205,20 @@ def bundle_adjust(
             R_new[1:] = Rotation.from_rotvec(dcam[:, :3]).as_matrix() @ R[1:]
             C_new = C.copy()
             C_new[1:] = C[1:] + dcam[:, 3:]
-            logf_new = logf + (dc[-1] if refine_focal else 0.0)
+            logf_new = logf + (dc[6 * (K - 1)] if refine_focal else 0.0)
+            k1_new = k1 + (dc[-1] if radial else 0.0)
             X_new = X + dp
-            r_new, Xc_new = evaluate(R_new, C_new, logf_new, X_new)
+            r_new, Xc_new = evaluate(R_new, C_new, logf_new, k1_new, X_new)
             if r_new is not None:
                 norms_new = np.linalg.norm(r_new, axis=1)
                 cost_new = _huber_cost(norms_new, huber_px)
                 if cost_new < cost:
                     rel = (cost - cost_new) / max(cost, 1e-300)
-                    R, C, logf, X, r, Xc, norms, cost = R_new, C_new, logf_new, X_new, r_new, Xc_new, norms_new, cost_new
+                    R, C, logf, k1, X, r, Xc, norms, cost = R_new, C_new, logf_new, k1_new, X_new, r_new, Xc_new, norms_new, cost_new
                     lam = max(lam / 10, 1e-9)
                     improved = True
                     break
             lam *= 10
         if not improved or rel < tol:
             break
-    return BundleResult(R, C, float(np.exp(logf)) if refine_focal else float(focal), X, norms, it, float(np.sqrt(2 * initial / n)), float(np.sqrt(2 * cost / n)))
+    return BundleResult(R, C, float(np.exp(logf)) if refine_focal else float(focal), X, norms, it, float(np.sqrt(2 * initial / n)), float(np.sqrt(2 * cost / n)), k1)

@@ -40,9 +40,10 @@ def _gray(frame: np.ndarray) -> np.ndarray:
     return frame
 
 
-def detect(frames: np.ndarray, max_features: int = 4000) -> Features:
-    """SIFT keypoints and descriptors of uint8 frames (K, H, W, 3) or (K, H, W)."""
-    sift = cv2.SIFT_create(nfeatures=max_features)
+def detect(frames: np.ndarray, max_features: int = 4000, contrast_threshold: float = 0.04) -> Features:
+    """SIFT keypoints and descriptors of uint8 frames (K, H, W, 3) or (K, H, W). contrast_threshold:
+    OpenCV's (0.04 default; COLMAP's peak threshold 0.02 / 3 layers corresponds to 0.02)."""
+    sift = cv2.SIFT_create(nfeatures=max_features, contrastThreshold=contrast_threshold)
     xy, desc = [], []
     for frame in frames:
         kp, d = sift.detectAndCompute(_gray(frame), None)

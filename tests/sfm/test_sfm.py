@@ -130,6 +130,26 @@ def test_bundle_adjust_recovers_exact_scene_from_perturbed_start():
     assert np.max(np.linalg.norm(ba.points - s * X, axis=1)) < 1e-6 * s * np.linalg.norm(X, axis=1).max()
 
 
+def test_bundle_adjust_recovers_radial_distortion():
+    """radial=True: observations through COLMAP's SIMPLE_RADIAL model (normalised coordinates
+    scaled by 1 + k1 r^2, written out here) are fitted exactly and k1 comes back."""
+    R, C, X = make_scene(3)
+    k1_true = -0.08
+    frame, point, _ = observations(R, C, F_TRUE, X)
+    Xc = np.einsum("nij,nj->ni", R[frame], X[point] - C[frame])
+    m = Xc[:, :2] / Xc[:, 2:3]
+    xy = F_TRUE * (1 + k1_true * (m[:, 0] ** 2 + m[:, 1] ** 2))[:, None] * m + np.asarray(PRINCIPAL)
+    R0, C0, f0, X0 = perturb(R, C, F_TRUE, X, seed=4)
+
+    plain = bundle_adjust(R0, C0, f0, X0, PRINCIPAL, frame, point, xy, huber_px=1e6, iterations=200)
+    ba = bundle_adjust(R0, C0, f0, X0, PRINCIPAL, frame, point, xy, huber_px=1e6, iterations=200, radial=True)
+
+    assert ba.final_rms < 1e-6 and plain.final_rms > 0.05, (ba.final_rms, plain.final_rms)
+    assert ba.k1 == pytest.approx(k1_true, abs=1e-7) and plain.k1 == 0.0
+    assert ba.focal == pytest.approx(F_TRUE, rel=1e-7)
+    assert rotation_angle_deg(ba.rotations, R).max() < 1e-5
+
+
 def test_bundle_adjust_fixed_focal_keeps_it():
     R, C, X = make_scene(0)
     frame, point, xy = observations(R, C, F_TRUE, X)
