@@ -1,7 +1,7 @@
 """`reconstruct` next to COLMAP (pycolmap's incremental SfM) on real clips with reference poses.
 
     python benchmarks/real_clips.py --clips /work/data/real_clips [--only NAME,...] \\
-        [--steps 2000] [--converge W] [--focal auto] [--colmap default,relaxed] [--json FILE]
+        [--steps 2000] [--converge W] [--focal auto] [--sfm auto|off] [--colmap default,relaxed] [--json FILE]
 
 Clip directory (one folder per clip; `benchmarks/real_clips_prepare.py` makes the project's set
 from public GitHub repositories and its docstring says where each clip comes from)::

@@ -1,0 +1,185 @@
+"""Bundle adjustment (`flow3r_jax.sfm.bundle`) on exact synthetic scenes: exact recovery from a
+perturbed start, k1, a fixed focal, the minimum scipy's least_squares reaches on a residual
+written here, Huber against outliers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.optimize import least_squares
+from scipy.spatial.transform import Rotation
+
+from flow3r_jax.sfm import bundle_adjust
+from tests.sfm.scenes import F_TRUE, PRINCIPAL, rotation_angle_deg, make_scene, observations, perturb, best_scale
+
+
+def test_bundle_adjust_recovers_exact_scene_from_perturbed_start():
+    R, C, X = make_scene(0)
+    frame, point, xy = observations(R, C, F_TRUE, X)
+    R0, C0, f0, X0 = perturb(R, C, F_TRUE, X)
+    assert rotation_angle_deg(R0[1:], R[1:]).min() > 0.9  # the start is really off
+
+    ba = bundle_adjust(R0, C0, f0, X0, PRINCIPAL, frame, point, xy, huber_px=1e6, iterations=100)
+
+    assert ba.initial_rms > 1.0
+    assert ba.final_rms < 1e-6
+    assert np.max(ba.residuals) < 1e-5
+    np.testing.assert_array_equal(ba.rotations[0], np.eye(3))
+    np.testing.assert_array_equal(ba.centres[0], np.zeros(3))
+    assert rotation_angle_deg(ba.rotations, R).max() < 1e-5
+    assert abs(ba.focal / F_TRUE - 1) < 1e-6
+    s = best_scale(ba.centres, C)
+    baseline = np.linalg.norm(C[1])
+    assert 0.5 < s < 2.0
+    assert np.max(np.linalg.norm(ba.centres - s * C, axis=1)) < 1e-6 * s * baseline
+    assert np.max(np.linalg.norm(ba.points - s * X, axis=1)) < 1e-6 * s * np.linalg.norm(X, axis=1).max()
+
+
+def test_bundle_adjust_recovers_radial_distortion():
+    """radial=True: observations through COLMAP's SIMPLE_RADIAL model (normalised coordinates
+    scaled by 1 + k1 r^2, written out here) are fitted exactly and k1 comes back."""
+    R, C, X = make_scene(3)
+    k1_true = -0.08
+    frame, point, _ = observations(R, C, F_TRUE, X)
+    Xc = np.einsum("nij,nj->ni", R[frame], X[point] - C[frame])
+    m = Xc[:, :2] / Xc[:, 2:3]
+    xy = F_TRUE * (1 + k1_true * (m[:, 0] ** 2 + m[:, 1] ** 2))[:, None] * m + np.asarray(PRINCIPAL)
+    R0, C0, f0, X0 = perturb(R, C, F_TRUE, X, seed=4)
+
+    plain = bundle_adjust(R0, C0, f0, X0, PRINCIPAL, frame, point, xy, huber_px=1e6, iterations=200)
+    ba = bundle_adjust(R0, C0, f0, X0, PRINCIPAL, frame, point, xy, huber_px=1e6, iterations=200, radial=True)
+
+    assert ba.final_rms < 1e-6 and plain.final_rms > 0.05, (ba.final_rms, plain.final_rms)
+    assert ba.k1 == pytest.approx(k1_true, abs=1e-7) and plain.k1 == 0.0
+    assert ba.focal == pytest.approx(F_TRUE, rel=1e-7)
+    assert rotation_angle_deg(ba.rotations, R).max() < 1e-5
+
+
+def test_bundle_adjust_fixed_focal_keeps_it():
+    R, C, X = make_scene(0)
+    frame, point, xy = observations(R, C, F_TRUE, X)
+    R0, C0, _, X0 = perturb(R, C, F_TRUE, X)
+    f_given = 1.03 * F_TRUE  # wrong on purpose: refining it would move it
+
+    ba = bundle_adjust(R0, C0, f_given, X0, PRINCIPAL, frame, point, xy, huber_px=1e6, refine_focal=False)
+
+    assert ba.focal == f_given
+    assert ba.final_rms < ba.initial_rms
+    assert ba.final_rms > 1e-3  # the wrong focal cannot be absorbed exactly
+
+
+def _scipy_bundle(R0, C0, f0, X0, frame, point, xy):
+    """Independent bundle adjustment: scipy's least_squares (MINPACK Levenberg-Marquardt) on
+    absolute rotation vectors and centres of frames 1.., log focal and points; frame 0 fixed.
+    Jacobian by central differences, grouped by sparsity (each residual depends on one frame and
+    one point), so one Jacobian costs 20 residual evaluations."""
+    K, P = len(R0), len(X0)
+    nr, ncam = 3 * (K - 1), 6 * (K - 1)
+    obs = np.arange(len(frame))
+
+    def unpack(x):
+        R = np.concatenate([np.eye(3)[None], Rotation.from_rotvec(x[:nr].reshape(-1, 3)).as_matrix()])
+        C = np.concatenate([np.zeros((1, 3)), x[nr:ncam].reshape(-1, 3)])
+        return R, C, np.exp(x[ncam]), x[ncam + 1 :].reshape(P, 3)
+
+    def residual(x):
+        R, C, f, X = unpack(x)
+        Xc = np.einsum("nij,nj->ni", R[frame], X[point] - C[frame])
+        return (f * Xc[:, :2] / Xc[:, 2:3] + np.asarray(PRINCIPAL) - xy).ravel()
+
+    # column groups: (columns perturbed together, the column each observation's rows depend on)
+    moving = frame > 0
+    groups = []
+    for c in range(3):  # rotation vector component c of every frame, then centre component c
+        groups.append((np.arange(K - 1) * 3 + c, np.where(moving, (frame - 1) * 3 + c, -1)))
+        groups.append((nr + np.arange(K - 1) * 3 + c, np.where(moving, nr + (frame - 1) * 3 + c, -1)))
+    groups.append((np.array([ncam]), np.full(len(frame), ncam)))
+    for c in range(3):
+        groups.append((ncam + 1 + 3 * np.arange(P) + c, ncam + 1 + 3 * point + c))
+
+    def jacobian(x, h=1e-6):
+        J = np.zeros((2 * len(frame), len(x)))
+        for cols, col_of_obs in groups:
+            d = np.zeros_like(x)
+            d[cols] = h
+            diff = ((residual(x + d) - residual(x - d)) / (2 * h)).reshape(-1, 2)
+            ok = col_of_obs >= 0
+            J[2 * obs[ok], col_of_obs[ok]] = diff[ok, 0]
+            J[2 * obs[ok] + 1, col_of_obs[ok]] = diff[ok, 1]
+        return J
+
+    x0 = np.concatenate([Rotation.from_matrix(R0[1:]).as_rotvec().ravel(), C0[1:].ravel(), [np.log(f0)], X0.ravel()])
+    sol = least_squares(residual, x0, jac=jacobian, method="lm", ftol=1e-12, xtol=1e-12, gtol=1e-12)
+    return 0.5 * float(np.sum(sol.fun**2)), unpack(sol.x)
+
+
+def test_bundle_adjust_noisy_reaches_scipy_minimum():
+    R, C, X = make_scene(2, frames=6)
+    X = X[:80]  # scipy's dense Levenberg-Marquardt is cubic in the unknowns: keep it small
+    frame, point, xy = observations(R, C, F_TRUE, X)
+    xy = xy + np.random.default_rng(3).normal(0.0, 0.5, xy.shape)
+    R0, C0, f0, X0 = perturb(R, C, F_TRUE, X, seed=4, rot_deg=0.5, focal_frac=0.02)
+
+    ba = bundle_adjust(R0, C0, f0, X0, PRINCIPAL, frame, point, xy, huber_px=1e6, iterations=100)
+    cost_ba = 0.5 * float(np.sum(ba.residuals**2))
+    cost_ref, (R_ref, _, f_ref, _) = _scipy_bundle(R0, C0, f0, X0, frame, point, xy)
+
+    n = len(frame)
+    assert ba.final_rms == pytest.approx(np.sqrt(2 * cost_ba / n), rel=1e-9)
+    assert abs(cost_ba - cost_ref) / cost_ref < 1e-6
+    # Noise of 0.5 px on 2 coordinates: the minimum sits a little below 0.5^2 per coordinate.
+    assert 0.15 < np.sqrt(2 * cost_ref / (2 * n)) < 0.5
+    # The same minimum, not only the same cost (the focal is the least determined unknown).
+    assert rotation_angle_deg(ba.rotations, R_ref).max() < 1e-4
+    assert abs(ba.focal / f_ref - 1) < 1e-5
+
+
+def _with_outliers(xy, fraction, seed):
+    rng = np.random.default_rng(seed)
+    n = len(xy)
+    bad = rng.choice(n, int(round(fraction * n)), replace=False)
+    angle = rng.uniform(0, 2 * np.pi, len(bad))
+    dist = rng.uniform(30.0, 80.0, len(bad))
+    out = xy.copy()
+    out[bad] += dist[:, None] * np.stack([np.cos(angle), np.sin(angle)], 1)
+    return out, bad
+
+
+def test_bundle_adjust_huber_resists_outliers():
+    R, C, X = make_scene(5)
+    frame, point, xy = observations(R, C, F_TRUE, X)
+    rng = np.random.default_rng(6)
+    xy = xy + rng.normal(0.0, 0.3, xy.shape)
+    xy, bad = _with_outliers(xy, 0.05, seed=7)
+    R0, C0, f0, X0 = perturb(R, C, F_TRUE, X, seed=8)
+
+    state = (R0, C0, f0, X0)
+    for delta in (4.0, 1.0):  # like run_sfm
+        ba = bundle_adjust(*state, PRINCIPAL, frame, point, xy, huber_px=delta, iterations=100)
+        state = (ba.rotations, ba.centres, ba.focal, ba.points)
+    robust_rot = rotation_angle_deg(ba.rotations, R).max()
+    robust_focal = abs(ba.focal / F_TRUE - 1)
+    # the outliers stand out in the robust fit's residuals, the inliers fit to the noise
+    inlier = np.ones(len(frame), bool)
+    inlier[bad] = False
+    assert np.median(ba.residuals[inlier]) < 0.6
+    assert np.min(ba.residuals[bad]) > 15.0
+
+    ls = bundle_adjust(R0, C0, f0, X0, PRINCIPAL, frame, point, xy, huber_px=1e6, iterations=100)
+    ls_rot = rotation_angle_deg(ls.rotations, R).max()
+    ls_focal = abs(ls.focal / F_TRUE - 1)
+
+    assert robust_rot < 0.1
+    assert robust_focal < 0.005
+    assert robust_rot < 0.5 * ls_rot
+    assert robust_focal < ls_focal
+
+
+def test_bundle_adjust_rejects_point_behind_camera_at_start():
+    R, C, X = make_scene(0)
+    frame, point, xy = observations(R, C, F_TRUE, X)
+    X_bad = X.copy()
+    X_bad[3] = [0.1, 0.2, -2.0]  # behind camera 0 (and every other camera), yet observed
+    with pytest.raises(ValueError, match="behind"):
+        bundle_adjust(R, C, F_TRUE, X_bad, PRINCIPAL, frame, point, xy)

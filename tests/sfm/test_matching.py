@@ -1,0 +1,91 @@
+"""Features, matches and tracks (`flow3r_jax.sfm.matching`): union-find tracks on hand-made matches,
+matching on a texture warped by a known map.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from flow3r_jax.sfm.matching import Features, PairMatches, detect, match_pairs, tracks_from_matches
+
+
+def _features(counts, seed=50):
+    rng = np.random.default_rng(seed)
+    xy = [rng.uniform(0, 100, (n, 2)) for n in counts]
+    return Features(xy, [np.zeros((n, 128), np.float32) for n in counts])
+
+
+def _tracks_as_sets(frame, track, xy):
+    out = {}
+    for f, t, p in zip(frame, track, xy):
+        out.setdefault(int(t), set()).add((int(f), float(p[0]), float(p[1])))
+    return sorted(out.values(), key=lambda s: sorted(s))
+
+
+def test_tracks_from_matches():
+    feats = _features([6, 5, 5])
+    eye = np.eye(3)
+    matches = [
+        # chain 0:0 - 1:2 - 2:1 (one track, 3 observations)
+        # conflict 0:1 - 1:0 - 2:3 - 0:3 (frame 0 twice: dropped)
+        PairMatches(0, 1, np.array([[0, 2], [1, 0]]), eye),
+        PairMatches(1, 2, np.array([[2, 1], [0, 3]]), eye),
+        PairMatches(0, 2, np.array([[3, 3], [4, 4]]), eye),  # and 0:4 - 2:4, a 2-frame track
+    ]
+    frame, track, xy = tracks_from_matches(feats, matches)
+
+    assert frame.shape == track.shape == (len(xy),) and xy.shape[1] == 2
+    assert track.dtype == np.int64
+    T = int(track.max()) + 1
+    np.testing.assert_array_equal(np.unique(track), np.arange(T))
+    P = feats.xy
+    expected = [
+        {(0, *P[0][0]), (1, *P[1][2]), (2, *P[2][1])},
+        {(0, *P[0][4]), (2, *P[2][4])},
+    ]
+    assert _tracks_as_sets(frame, track, xy) == sorted(expected, key=lambda s: sorted(s))
+    # neither the conflicting keypoints nor the unmatched ones (0:2, 0:5, 1:1, 1:3, 1:4, 2:0, 2:2)
+    assert len(frame) == 5
+
+
+def test_tracks_from_matches_no_matches():
+    frame, track, xy = tracks_from_matches(_features([4, 4]), [])
+    assert len(frame) == len(track) == len(xy) == 0
+
+
+def _texture(seed, h=240, w=320):
+    rng = np.random.default_rng(seed)
+    noise = rng.random((h, w)).astype(np.float32)
+    img = cv2.GaussianBlur(noise, (0, 0), 2.0)
+    img = (img - img.min()) / (img.max() - img.min())
+    gray = np.clip(img * 255, 0, 255).astype(np.uint8)
+    return np.repeat(gray[..., None], 3, -1)
+
+
+def test_detect_and_match_pairs_on_warped_texture():
+    a = _texture(60)
+    h, w = a.shape[:2]
+    M = cv2.getRotationMatrix2D((w / 2, h / 2), 4.0, 1.0)  # OpenCV pixel coordinates (centres at integers)
+    M[:, 2] += (12.0, 7.0)
+    b = cv2.warpAffine(a, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+    feats = detect(np.stack([a, b]), max_features=1500)
+    assert len(feats.xy) == 2 and all(len(x) > 100 for x in feats.xy)
+    assert feats.desc[0].shape[1] == 128 and feats.desc[0].dtype == np.float32
+    matches = match_pairs(feats, [(0, 1)])
+
+    assert len(matches) == 1
+    m = matches[0]
+    assert (m.i, m.j) == (0, 1) and len(m.idx) >= 30
+    p0, p1 = feats.xy[0][m.idx[:, 0]], feats.xy[1][m.idx[:, 1]]
+    # +0.5 convention: map p - 0.5 with M, add 0.5 back
+    mapped = (p0 - 0.5) @ M[:, :2].T + M[:, 2] + 0.5
+    err = np.linalg.norm(mapped - p1, axis=1)
+    assert np.median(err) < 0.25
+    assert np.mean(err < 1.0) > 0.95
+    # the pair's fundamental matrix holds on its matches: x_1 within ~1 px of the line F x_0
+    h0, h1 = np.c_[p0, np.ones(len(p0))], np.c_[p1, np.ones(len(p1))]
+    lines = h0 @ m.F.T
+    dist = np.abs(np.sum(h1 * lines, 1)) / np.linalg.norm(lines[:, :2], axis=1)
+    assert np.median(dist) < 0.5
