@@ -189,16 +189,21 @@ def run_sfm(
         C = -C
         X = triangulate(Rw, C, Km, frame, track, xy)
         depth = point_depths(Rw, C, X, frame, track)
-    bad = np.unique(track[~(np.isfinite(depth) & (depth > 1e-3 * np.nanmedian(np.abs(depth))))])
-    keep = ~np.isin(track, bad)
-    frame, xy = frame[keep], xy[keep]
-    used, track = np.unique(track[keep], return_inverse=True)
-    X = X[used]
+    # Points in front of every camera that sees them, at >= 1e-3 of the median depth (twice: the
+    # scale is set to a median depth of 1 in between, and dropping tracks moves the median).
+    for _ in range(2):
+        positive = depth[np.isfinite(depth) & (depth > 0)]
+        if not len(positive):
+            return _fail("no triangulated point lies in front of its cameras", f0, principal, info)
+        C, X, depth = C / np.median(positive), X / np.median(positive), depth / np.median(positive)
+        bad = np.unique(track[~(np.isfinite(depth) & (depth > 1e-3))])
+        keep = ~np.isin(track, bad)
+        frame, xy, depth = frame[keep], xy[keep], depth[keep]
+        used, track = np.unique(track[keep], return_inverse=True)
+        X = X[used]
     seen = np.unique(frame)
     if len(seen) < K:
         return _fail(f"frames {sorted(set(range(K)) - set(seen.tolist()))} keep no triangulated point", f0, principal, info)
-    scale = 1.0 / np.median(point_depths(Rw, C, X, frame, track))
-    C, X = C * scale, X * scale
     timing["initial"] = round(time.time() - t, 2)
     info.update(tracks=int(len(X)), observations=int(len(frame)))
     t = time.time()

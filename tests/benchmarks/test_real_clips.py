@@ -61,7 +61,7 @@ def test_benchmark_runs_both_methods(clip_dir, tmp_path, capsys):
     assert [r["method"] for r in results] == ["reconstruct", "colmap (default)"]
     rec = results[0]["metrics"]
     assert rec["registered"] == rec["frames"] == 5 and math.isfinite(rec["ate_pct"]) and math.isfinite(rec["focal_pct"])
-    assert set(rec["timing"]) == {"read", "flow", "tracks", "setup", "compile", "optimise", "export"}
+    assert set(rec["timing"]) == {"read", "sfm", "flow", "tracks", "setup", "compile", "optimise", "export"}
     assert "error" not in results[1]["metrics"], results[1]  # COLMAP ran (whatever it registered)
     table = capsys.readouterr().out
     assert "synthetic_orbit" in table and "colmap (default)" in table and "time split" in table
