@@ -71,6 +71,7 @@ from flow3r_jax.reconstruction import (  # noqa: F401 - the command's API: its m
     flowmap_size,
     run_feedforward,
     run_flowmap,
+    run_sparse,
     run_tracks4d,
 )
 from flow3r_jax.stopping import Interrupted, StopRequest
@@ -84,7 +85,7 @@ DEFAULT_MAX_FRAMES = 60
 METHODS = ("default", "tracks4d")  # default: FlowMap / the Flow3r checkpoint; tracks4d: TracksTo4D on point tracks
 MODEL_SIZES = ("large", "base", "small", "tiny")  # flow3r_jax.models.config.MODEL_SIZES (not imported: it loads JAX)
 # Smallest accepted values of the numeric options (no upper limits).
-MINIMUM = {"steps": 1, "converge": 0, "demo_steps": 1, "frames": MIN_FRAMES, "pixels": 16 * 16, "ff_pixels": 14 * 14}
+MINIMUM = {"steps": 0, "converge": 0, "demo_steps": 1, "frames": MIN_FRAMES, "pixels": 16 * 16, "ff_pixels": 14 * 14}
 
 
 # ------------------------------------------------------------------------------- checks
@@ -182,7 +183,7 @@ def check_options(
             raise ReconstructionError(f"--frames_from {frames_from}: no such file")
     if optimiser and not explicit and init not in ("pretrained", "random") and not os.path.isfile(init):
         raise ReconstructionError(f"--init {init!r}: expected 'pretrained', 'random' or an initialisation .npz file (no such file)")
-    if optimiser and flowmap:
+    if optimiser and flowmap and steps > 0:
         from flow3r_jax.flowmap.config import FlowMapConfig
 
         try:
@@ -358,6 +359,8 @@ def reconstruct(
         raise ReconstructionError(f"focal {focal!r}: expected one of {', '.join(FOCAL_MODES)} or a positive focal length in pixels")
     if sfm not in SFM_MODES:
         raise ReconstructionError(f"--sfm {sfm!r}: expected one of {', '.join(SFM_MODES)}")
+    if steps == 0 and (method != "default" or checkpoint is not None or sfm != "auto" or explicit):
+        raise ReconstructionError("--steps 0 writes the sparse solver's poses and points alone: it takes no --checkpoint, --method tracks4d, --sfm off or --explicit_depth")
     if method == "tracks4d" and (checkpoint is not None or explicit or flowmap):
         raise ReconstructionError("--method tracks4d takes no --checkpoint, --refine, --explicit_depth or flowmap --config (use --tracks4d_init WORKDIR for trained weights)")
     if tracks4d_init is not None and not os.path.exists(tracks4d_init):
@@ -384,6 +387,8 @@ def reconstruct(
             else:
                 rec = run_flowmap(images, steps, init, pixels, base_depth=ff.depth, base_grid=ff.grid, explicit=explicit, progress=progress, flowmap=flowmap, stop=stop, focal=focal, sfm=sfm)
                 rec.info["feedforward"] = ff.info
+    elif steps == 0:
+        rec = run_sparse(images, pixels, focal, stop=stop)
     else:
         rec = run_flowmap(images, steps, init, pixels, explicit=explicit, progress=progress, flowmap=flowmap, stop=stop, focal=focal, sfm=sfm)
     cache = rec.info["compilation_cache"] = COUNTER.since(cache0)
@@ -490,7 +495,7 @@ def build_parser():
     p.add_argument("--refine", action="store_true", help="with --checkpoint: refine with the per-scene optimiser")
     p.add_argument("--frames", type=_int_option("frames"), default=None, metavar="N", help=f"use N >= {MIN_FRAMES} evenly spaced frames, reading only those (default: all, at most {DEFAULT_MAX_FRAMES})")
     p.add_argument("--frames_from", default=None, metavar="LIST", help="use the frames named in LIST (one per line or a JSON list: image file names of a folder, or frame indices of a video), e.g. the frame list launch.eval saved")
-    p.add_argument("--steps", type=_int_option("steps"), default=2000, help="optimisation steps, >= 1 (default 2000, FlowMap's)")
+    p.add_argument("--steps", type=_int_option("steps"), default=2000, help="optimisation steps (default 2000, FlowMap's); 0: the sparse solver's poses and points alone, in seconds (no dense depth)")
     p.add_argument("--init", default="pretrained", help="'pretrained' (shipped, default), 'random', or an initialisation .npz")
     p.add_argument("--explicit_depth", action="store_true", help="per-pixel depth (FlowMap's ablation) instead of the CNN")
     p.add_argument("--converge", type=_int_option("converge"), default=0, metavar="W", help="end the optimisation once its loss has levelled off: the mean of the last W steps within 0.5%% of the W before (after the free-focal switch); 0 (default): all --steps")

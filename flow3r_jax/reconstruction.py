@@ -29,7 +29,7 @@ from flow3r_jax.stopping import StopRequest
 if TYPE_CHECKING:
     from flow3r_jax.data.frames import ModelGrid
 
-__all__ = ["ReconstructionError", "Reconstruction", "FOCAL_MODES", "SFM_MODES", "flowmap_size", "run_flowmap", "run_feedforward", "run_tracks4d"]
+__all__ = ["ReconstructionError", "Reconstruction", "FOCAL_MODES", "SFM_MODES", "flowmap_size", "run_flowmap", "run_sparse", "run_feedforward", "run_tracks4d"]
 
 log = logging.getLogger("flow3r_jax.reconstruct")
 
@@ -345,6 +345,43 @@ def run_flowmap(
         info["poses_from"] = "sfm"
         info["sfm"]["depth_scales"] = [round(x, 5) for x in scales]
     return Reconstruction(poses, K_model, depth, small, info, grid)
+
+
+def run_sparse(frames: np.ndarray, pixels: int = 43_200, focal: str | float = "auto", stop: StopRequest | None = None) -> Reconstruction:
+    """Poses and a sparse point cloud from the sparse solver alone (`reconstruct --steps 0`):
+    seconds, no per-scene optimisation. Depth maps on the usual grid hold each frame's observed
+    points (0 elsewhere); the cloud is one point per track, coloured from its first observation.
+    Raises ReconstructionError where the solver refuses the clip."""
+    from flow3r_jax.data.frames import resize_to_grid, uniform_grid
+    from flow3r_jax.sfm.initial import point_depths
+
+    stop = stop or StopRequest()
+    K, H0, W0 = frames.shape[:3]
+    t0 = time.time()
+    sparse, sfm_info = _sparse_sfm(frames, focal)
+    seconds = time.time() - t0
+    if sparse is None:
+        raise ReconstructionError(f"--steps 0 writes the sparse solver's poses alone, and it refused this clip ({sfm_info.get('reason')}); run with --steps N >= 1 for FlowMap's per-scene optimisation")
+    stop.check("after the sparse solver")
+    grid = uniform_grid(H0, W0, flowmap_size(H0, W0, pixels))
+    h, w = grid.model_size
+    small = resize_to_grid(frames, grid)
+    A = np.array([[grid.scale, 0.0, -grid.offset[0]], [0.0, grid.scale, -grid.offset[1]], [0.0, 0.0, 1.0]])
+    K_model = A @ np.array([[sparse.focal, 0.0, sparse.principal[0]], [0.0, sparse.focal, sparse.principal[1]], [0.0, 0.0, 1.0]])
+    Rw = np.transpose(sparse.poses[:, :3, :3], (0, 2, 1))
+    z = point_depths(Rw, sparse.poses[:, :3, 3], sparse.points, sparse.frame, sparse.track)
+    uv = grid.from_input(sparse.xy)
+    col, row = np.floor(uv[:, 0]).astype(int), np.floor(uv[:, 1]).astype(int)
+    inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
+    depth = np.zeros((K, h, w), np.float32)
+    depth[sparse.frame[inside], row[inside], col[inside]] = z[inside]
+    first = np.unique(sparse.track, return_index=True)[1]  # each track's first observation
+    px = np.clip(np.floor(sparse.xy[first]).astype(int), 0, [W0 - 1, H0 - 1])
+    colors = frames[sparse.frame[first], px[:, 1], px[:, 0]]
+    info = dict(backend="sfm", steps=0, size=[h, w], seconds=round(seconds, 1), poses_from="sfm", sfm=sfm_info, timing=dict(sfm=round(seconds, 2)))
+    rec = Reconstruction(sparse.poses, K_model, depth, small, info, grid)
+    rec.cloud = (sparse.points, colors, (sparse.frame[first], sparse.xy[first], np.arange(len(first))))
+    return rec
 
 
 def _fill_invisible(xy: np.ndarray, visible: np.ndarray) -> np.ndarray:

@@ -166,6 +166,43 @@ def test_poses_and_focal_from_the_sparse_solver(tmp_path):
     assert doc["run"]["focal_init"]["focal_px_input"] == pytest.approx(first["fx"], rel=1e-6)
     scales = doc["run"]["sfm"]["depth_scales"]
     assert len(scales) == 10 and all(s > 0 for s in scales)
+    # --steps 0: the solver's poses and sparse points alone (no FlowMap); the sparse depth maps
+    # agree with the cloud: each depth pixel unprojects onto one of the cloud's points
+    from flow3r_jax.export.ply import read_ply
+
+    out = str(tmp_path / "sparse")
+    assert main(["--input", str(folder), "--out", out, "--steps", "0", "--no-progress"]) == 0
+    with open(os.path.join(out, "cameras.json")) as f:
+        sparse = json.load(f)
+    assert sparse["run"]["backend"] == "sfm" and sparse["run"]["steps"] == 0 and not os.path.exists(os.path.join(out, "flowmap_history.json"))
+    err = trajectory_errors(np.stack([fr["camera_to_world"] for fr in sparse["frames"]]), truth)
+    assert err["rot_err_deg"] < 0.5 and err["ate_rel"] < 0.1, err
+    pts, _ = read_ply(os.path.join(out, "points.ply"))
+    assert len(pts) > 100
+    d = np.load(os.path.join(out, "depth.npz"))
+    k, r, c = np.nonzero(d["depth"][:1])
+    xy = (np.stack([c, r], -1) + 0.5 + d["offset"]) / d["scale"]  # grid pixel centres -> input pixels
+    fr0 = sparse["frames"][0]
+    ray = np.stack([(xy[:, 0] - fr0["cx"]) / fr0["fx"], (xy[:, 1] - fr0["cy"]) / fr0["fy"], np.ones(len(xy))], -1)
+    world = ray * d["depth"][0][r, c][:, None]  # frame 0 is the world frame
+    nearest = np.min(np.linalg.norm(world[:, None] - pts[None], axis=-1), axis=1)
+    assert len(world) > 20 and np.median(nearest / d["depth"][0][r, c]) < 0.01
+
+
+def test_steps_0_on_a_clip_the_solver_refuses(tmp_path, capsys):
+    """--steps 0 has no FlowMap to fall back on: a clip without texture is refused with the
+    solver's reason and nothing is written."""
+    from PIL import Image
+
+    folder = tmp_path / "flat"
+    folder.mkdir()
+    for k in range(4):
+        Image.fromarray(np.full((96, 128, 3), 100 + k, np.uint8)).save(folder / f"{k}.png")
+    out = tmp_path / "out"
+    assert main(["--input", str(folder), "--out", str(out), "--steps", "0", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "refused this clip" in err and "verified matches" in err and "--steps N >= 1" in err
+    assert not out.exists() or not any(out.iterdir())
 
 
 @pytest.mark.slow
@@ -232,8 +269,8 @@ def test_bad_options_are_refused_before_any_frame_is_read(tmp_path, capsys):
     out = str(tmp_path / "out")
     base = ["--input", imgs, "--out", out, "--no_progress"]
     for args, expected in [
-        (["--steps", "0"], "argument --steps: 0 is out of range (allowed: an integer >= 1)"),
-        (["--steps", "many"], "argument --steps: 'many' is not an integer (allowed: an integer >= 1)"),
+        (["--steps", "-1"], "argument --steps: -1 is out of range (allowed: an integer >= 0)"),
+        (["--steps", "many"], "argument --steps: 'many' is not an integer (allowed: an integer >= 0)"),
         (["--frames", "2"], "argument --frames: 2 is out of range (allowed: an integer >= 3)"),
         (["--pixels", "100"], "argument --pixels: 100 is out of range (allowed: an integer >= 256)"),
         (["--ff_pixels", "-5"], "argument --ff_pixels: -5 is out of range (allowed: an integer >= 196)"),
@@ -260,6 +297,8 @@ def test_bad_options_are_refused_before_any_frame_is_read(tmp_path, capsys):
         (["--frames_from", str(tmp_path / "list.txt")], "--frames_from " + str(tmp_path / "list.txt") + ": no such file"),
         (["--frames", "4", "--frames_from", __file__], "--frames and --frames_from exclude each other"),
         (["--checkpoint", __file__, "--explicit_depth"], "--explicit_depth applies to the per-scene optimisation"),
+        (["--steps", "0", "--sfm", "off"], "--steps 0 writes the sparse solver's poses and points alone"),
+        (["--steps", "0", "--method", "tracks4d"], "--steps 0 writes the sparse solver's poses and points alone"),
     ]:
         assert main(base + args) == 2, args
         err = capsys.readouterr().err
@@ -282,7 +321,7 @@ def test_bad_options_are_refused_before_any_frame_is_read(tmp_path, capsys):
     assert not os.path.exists(out)
     # The real command: the same refusals and exit status, in a second or two (nothing heavy loaded).
     env = {**os.environ, "PYTHONPATH": ROOT}
-    for args, expected in [(["--steps", "-3"], "allowed: an integer >= 1"), (["--out", str(file_out)], "is a file, not a directory")]:
+    for args, expected in [(["--steps", "-3"], "allowed: an integer >= 0"), (["--out", str(file_out)], "is a file, not a directory")]:
         r = subprocess.run([sys.executable, "-m", "flow3r_jax.reconstruct", "--input", imgs, "--out", out, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         assert r.returncode == 2 and expected in r.stderr, r.stderr
 
