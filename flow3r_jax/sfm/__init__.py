@@ -3,8 +3,9 @@ bundle adjustment, in seconds on a CPU.
 
     run_sfm(frames)  ->  SfMResult(ok, reason, poses, focal, principal, points, observations, info)
 
-1. `matching`: SIFT keypoints, ratio-test matches of every frame pair (up to 40 frames; else
-   pairs up to 20 frames apart), each pair verified by a fundamental matrix (MAGSAC++).
+1. `matching`: SIFT keypoints (on frames downsized to 1600 px on the longer side where larger,
+   coordinates scaled back), ratio-test matches of every frame pair (up to 40 frames; else pairs
+   up to 20 frames apart), each pair verified by a fundamental matrix (MAGSAC++).
 2. `initial`: the focal from the fundamental matrices (Mendonca-Cipolla); where that is
    ambiguous (fixating cameras), the candidate focal whose relative rotations agree best
    (`_focal_by_consistency`). Relative rotations from essential matrices, rotation averaging

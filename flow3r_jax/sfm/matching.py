@@ -40,14 +40,24 @@ def _gray(frame: np.ndarray) -> np.ndarray:
     return frame
 
 
-def detect(frames: np.ndarray, max_features: int = 4000, contrast_threshold: float = 0.04) -> Features:
-    """SIFT keypoints and descriptors of uint8 frames (K, H, W, 3) or (K, H, W). contrast_threshold:
-    OpenCV's (0.04 default; COLMAP's peak threshold 0.02 / 3 layers corresponds to 0.02)."""
+def detect(frames: np.ndarray, max_features: int = 4000, contrast_threshold: float = 0.04, max_size: int = 1600) -> Features:
+    """SIFT keypoints and descriptors of uint8 frames (K, H, W, 3) or (K, H, W), in the frames'
+    pixels. contrast_threshold: OpenCV's (0.04 default; COLMAP's peak threshold 0.02 / 3 layers
+    corresponds to 0.02). Frames whose longer side exceeds `max_size` are detected on a copy
+    resized to it (area filter) and the keypoints scaled back."""
     sift = cv2.SIFT_create(nfeatures=max_features, contrastThreshold=contrast_threshold)
     xy, desc = [], []
     for frame in frames:
-        kp, d = sift.detectAndCompute(_gray(frame), None)
-        xy.append(np.array([k.pt for k in kp], np.float64).reshape(-1, 2) + 0.25)
+        gray = _gray(frame)
+        scale = min(1.0, max_size / max(gray.shape))
+        if scale < 1.0:
+            size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
+            gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+        kp, d = sift.detectAndCompute(gray, None)
+        pts = np.array([k.pt for k in kp], np.float64).reshape(-1, 2) + 0.25
+        if scale < 1.0:  # continuous coordinates, pixel edges map to pixel edges
+            pts *= np.array([frame.shape[1] / gray.shape[1], frame.shape[0] / gray.shape[0]])
+        xy.append(pts)
         desc.append(np.zeros((0, 128), np.float32) if d is None else d)
     return Features(xy, desc)
 

@@ -89,3 +89,18 @@ def test_detect_and_match_pairs_on_warped_texture():
     lines = h0 @ m.F.T
     dist = np.abs(np.sum(h1 * lines, 1)) / np.linalg.norm(lines[:, :2], axis=1)
     assert np.median(dist) < 0.5
+
+
+def test_detect_scales_keypoints_of_a_downsized_frame_back():
+    """A frame larger than max_size is detected on a resized copy: its keypoints, in its own
+    pixels, are those of the small frame scaled by the size ratio (here the frame is the small
+    texture enlarged 2x, so the same structures are found)."""
+    small = _texture(3)
+    big = cv2.resize(small, (640, 480), interpolation=cv2.INTER_CUBIC)
+    ref = detect(small[None]).xy[0] * 2.0
+    got = detect(big[None], max_size=320).xy[0]
+    assert len(got) > 50 and abs(len(got) - len(ref)) < 0.2 * len(ref)
+    nearest = np.min(np.linalg.norm(got[:, None] - ref[None], axis=-1), axis=1)
+    assert np.median(nearest) < 0.5, np.median(nearest)
+    full = detect(big[None], max_size=4000).xy[0]  # no resize: a different (finer) detection
+    assert full.max(0)[0] > 320
