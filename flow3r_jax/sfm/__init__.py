@@ -151,6 +151,7 @@ def run_sfm(
     timing["features"] = round(time.time() - t, 2)
     gap = max_gap if max_gap is not None else (K - 1 if K <= 40 else 20)
     t = time.time()
+    log.info("sfm: %d keypoints in %d frames (%.1f s); matching %d frame pairs", sum(len(x) for x in feats.xy), K, timing["features"], len(frame_pairs(K, gap)))
     matches = match_pairs(feats, frame_pairs(K, gap), min_matches=min_matches)
     timing["matching"] = round(time.time() - t, 2)
     info.update(keypoints=int(sum(len(x) for x in feats.xy)), pairs_tried=len(frame_pairs(K, gap)), pairs_verified=len(matches))

@@ -9,7 +9,8 @@
    decomposition with the cheirality check (OpenCV's recoverPose).
 3. **Rotation averaging** (`average_rotations`): a spanning tree over the pairs with the most
    inliers (Prim), then weighted least squares over all pairs of the rotation-vector residuals,
-   re-solved after dropping pairs more than 10, 5, then 3 degrees off.
+   re-solved after dropping pairs more than 10, 5, then 3 degrees off; the same from the tree of
+   the nearest frames in time; the start that keeps the most pairs wins.
 4. **Camera centres** (`centres_from_epipolar`): with the rotations known, each verified match of
    pair (i, j) with world bearings b_i, b_j gives one linear equation (b_i x b_j) . (C_j - C_i) = 0
    (unit normals); C_0 = 0 and the solution is the smallest right singular vector, reweighted
@@ -88,23 +89,26 @@ def relative_rotations(features_xy, matches, Km: np.ndarray, threshold_px: float
     return out
 
 
-def _spanning_tree(count: int, rel: dict) -> list[np.ndarray | None]:
+def _spanning_tree(count: int, rel: dict, key=None) -> list[np.ndarray | None]:
+    """World-to-camera rotations chained from frame 0 over a spanning tree grown by Prim's rule:
+    the next edge is the one with the smallest `key(i, j, inliers)` (default: most inliers)."""
+    key = key or (lambda i, j, n: -n)
     adj: dict[int, list] = {}
     for (i, j), (R, idx) in rel.items():
-        adj.setdefault(i, []).append((j, R, len(idx)))
-        adj.setdefault(j, []).append((i, R.T, len(idx)))
+        adj.setdefault(i, []).append((j, R, key(i, j, len(idx))))
+        adj.setdefault(j, []).append((i, R.T, key(i, j, len(idx))))
     Rw: list[np.ndarray | None] = [None] * count
     Rw[0] = np.eye(3)
-    heap = [(-n, 0, j, R) for j, R, n in adj.get(0, [])]
+    heap = [(k, 0, j, n, R) for n, (j, R, k) in enumerate(adj.get(0, []))]
     heapq.heapify(heap)
     while heap:
-        _, a, b, R = heapq.heappop(heap)
+        _, a, b, _, R = heapq.heappop(heap)
         if Rw[b] is not None:
             continue
         Rw[b] = R @ Rw[a]
-        for c, R2, n2 in adj.get(b, []):
+        for n, (c, R2, k2) in enumerate(adj.get(b, [])):
             if Rw[c] is None:
-                heapq.heappush(heap, (-n2, b, c, R2))
+                heapq.heappush(heap, (k2, b, c, n, R2))
     return Rw
 
 
@@ -115,12 +119,24 @@ def rotation_residuals_deg(Rw: np.ndarray, pairs: np.ndarray, Rij: np.ndarray) -
 
 def average_rotations(count: int, rel: dict, thresholds=(10.0, 5.0, 3.0)):
     """(Rw (K, 3, 3) world-to-camera with Rw[0] = I, or None where a frame is not connected;
-    kept: bool per pair of `rel` (within the last threshold))."""
-    Rw = _spanning_tree(count, rel)
+    kept: bool per pair of `rel` (within the last threshold)). Two starts, each refined while
+    trimming: the spanning tree of the most inliers, and the one of the nearest frames in time
+    (a video's neighbours); the result keeping the most pairs (then inliers) wins, so one wrong
+    pair that the first tree takes on trust does not decide the outcome."""
     keys = list(rel)
-    if any(R is None for R in Rw):
-        return Rw, np.zeros(len(keys), bool)
-    Rw = np.stack(Rw)
+    best = None
+    for key in (None, lambda i, j, n: (abs(j - i), -n)):
+        Rw = _spanning_tree(count, rel, key)
+        if any(R is None for R in Rw):
+            return Rw, np.zeros(len(keys), bool)
+        Rw, kept = _refine_rotations(np.stack(Rw), rel, keys, thresholds)
+        score = (int(kept.sum()), sum(len(rel[k][1]) for k, ok in zip(keys, kept) if ok))
+        if best is None or score > best[0]:
+            best = (score, Rw, kept)
+    return best[1], best[2]
+
+
+def _refine_rotations(Rw: np.ndarray, rel: dict, keys: list, thresholds):
     pairs = np.array(keys, np.int64).reshape(-1, 2)
     Rij = np.stack([rel[k][0] for k in keys])
     weights = np.sqrt(np.array([len(rel[k][1]) for k in keys], np.float64))

@@ -103,6 +103,20 @@ def test_average_rotations_drops_corrupted_pair():
     np.testing.assert_array_equal(kept, expected)
 
 
+def test_average_rotations_survives_a_wrong_pair_with_the_most_inliers():
+    """The heaviest pair, 3 frames apart, is wrong by 30 degrees: the max-inlier tree takes it on
+    trust, the tree of the nearest frames does not, and the start keeping more pairs wins."""
+    R = _random_rotations(26, 8, max_deg=20.0)
+    pairs = sorted({(k, k + 1) for k in range(7)} | {(k, k + 2) for k in range(6)} | {(1, 4)})
+    rel = _rel_rotations(R, pairs, seed=27)
+    Rij, _ = rel[(1, 4)]
+    rel[(1, 4)] = (Rotation.from_rotvec(np.radians(30.0) * np.array([0.0, 0.6, 0.8])).as_matrix() @ Rij, np.zeros((500, 2), np.int64))
+
+    Rw, kept = average_rotations(8, rel)
+    assert rotation_angle_deg(np.stack(Rw), R).max() < 0.01
+    np.testing.assert_array_equal(kept, np.array([k != (1, 4) for k in rel]))
+
+
 def test_average_rotations_unconnected_frame_is_none():
     R = _random_rotations(26, 6)
     rel = _rel_rotations(R, _pairs_connected(27, 5, extra=3), seed=28)  # frame 5 in no pair
