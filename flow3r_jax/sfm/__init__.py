@@ -3,8 +3,9 @@ bundle adjustment, in seconds on a CPU.
 
     run_sfm(frames)  ->  SfMResult(ok, reason, poses, focal, principal, points, observations, info)
 
-1. `matching`: SIFT keypoints (on frames downsized to 1600 px on the longer side where larger,
-   coordinates scaled back), ratio-test matches of every frame pair (up to 40 frames; else pairs
+0. Frames whose longer side exceeds 1600 px are solved on copies resized to it (one factor), so
+   that the pixel thresholds below keep their meaning; the result is given in input pixels.
+1. `matching`: SIFT keypoints, ratio-test matches of every frame pair (up to 40 frames; else pairs
    up to 20 frames apart), each pair verified by a fundamental matrix (MAGSAC++).
 2. `initial`: the focal from the fundamental matrices (Mendonca-Cipolla); where that is
    ambiguous (fixating cameras), the candidate focal whose relative rotations agree best
@@ -42,7 +43,7 @@ from flow3r_jax.sfm.initial import (
     relative_rotations,
     triangulate,
 )
-from flow3r_jax.sfm.matching import detect, frame_pairs, match_pairs, tracks_from_matches
+from flow3r_jax.sfm.matching import PairMatches, detect, frame_pairs, match_pairs, tracks_from_matches
 
 __all__ = ["SfMResult", "run_sfm", "bundle_adjust", "BundleResult"]
 
@@ -66,6 +67,21 @@ class SfMResult:
 def _fail(reason: str, focal: float, principal, info: dict) -> SfMResult:
     info["reason"] = reason
     return SfMResult(False, reason, None, focal, principal, None, None, None, None, info)
+
+
+def _to_input_pixels(result: SfMResult, input_size, solved_size) -> SfMResult:
+    """A result solved on frames resized to solved_size (w, h) expressed in the input's pixels
+    (continuous coordinates: x_input = x_solved * W0 / w)."""
+    (H0, W0), (w, h) = input_size, solved_size
+    sx, sy = W0 / w, H0 / h
+    result.focal = result.focal * sx
+    result.principal = (W0 / 2.0, H0 / 2.0)
+    if result.xy is not None:
+        result.xy = result.xy * np.array([sx, sy])
+    result.info["solved_at"] = [h, w]
+    if "focal" in result.info:
+        result.info["focal"] = round(result.focal, 2)
+    return result
 
 
 def _connected(count: int, pairs) -> bool:
@@ -135,12 +151,28 @@ def run_sfm(
     radial: bool = False,
     rotation_thresholds=(10.0, 5.0, 3.0),
     contrast_threshold: float = 0.01,
+    max_size: int = 1600,
 ) -> SfMResult:
     """Poses and one focal of uint8 frames (K, H, W, 3) (see the module docstring). focal: known
     focal in pixels (held fixed) or None (estimated, then refined). max_gap: frames matched at
     most this far apart (default: every pair up to 40 frames, else 20 apart). contrast_threshold:
     SIFT's (OpenCV's default 0.04 found 26-82 tracks on rendered 240x320 clips and left the
-    solution 2-5x less accurate than 0.01, which finds 540-1940; real 640x480 frames change little)."""
+    solution 2-5x less accurate than 0.01, which finds 540-1940; real 640x480 frames change little).
+    max_size: frames with a longer side above it are solved on copies resized to it (one factor,
+    area filter), so that every pixel threshold keeps its meaning; the result is in the input's
+    pixels."""
+    K, H0, W0 = frames.shape[:3]
+    factor = min(1.0, max_size / max(H0, W0))
+    if factor < 1.0:
+        import cv2
+
+        size = (max(1, round(W0 * factor)), max(1, round(H0 * factor)))
+        frames = np.stack([cv2.resize(np.asarray(fr), size, interpolation=cv2.INTER_AREA) for fr in frames])
+        result = run_sfm(
+            frames, None if focal is None else focal * size[0] / W0, max_gap, max_features, huber_px, iterations, max_median_px,
+            min_within_2px, min_matches, radial, rotation_thresholds, contrast_threshold, max_size,
+        )
+        return _to_input_pixels(result, (H0, W0), size)
     K, H, W = frames.shape[:3]
     principal = (W / 2.0, H / 2.0)
     info: dict = dict(frames=K)
@@ -181,9 +213,6 @@ def run_sfm(
         return _fail("the pairs consistent with the averaged rotations do not connect every frame", f0, principal, info)
     info["pairs_used"] = len(rel)
     C = centres_from_epipolar(Rw, Km, feats.xy, rel)
-
-    from flow3r_jax.sfm.matching import PairMatches
-
     frame, track, xy = tracks_from_matches(feats, [PairMatches(i, j, idx, np.eye(3)) for (i, j), (_, idx) in rel.items()])
     X = triangulate(Rw, C, Km, frame, track, xy)
     depth = point_depths(Rw, C, X, frame, track)

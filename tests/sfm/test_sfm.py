@@ -39,3 +39,25 @@ def test_run_sfm_refuses_a_clip_without_texture():
     frames = np.full((5, 120, 160, 3), 128, np.uint8)
     r = run_sfm(frames)
     assert not r.ok and r.poses is None and "verified matches" in r.reason
+
+
+def test_run_sfm_solves_large_frames_at_max_size_and_answers_in_input_pixels(rendered_clip):
+    """Frames above max_size are solved on resized copies; focal, principal point and keypoints
+    come back in the input's pixels (here the clip enlarged 2x, solved at its own size)."""
+    import cv2
+
+    from flow3r_jax.flowmap.metrics import trajectory_errors
+    from flow3r_jax.sfm import run_sfm
+
+    clip = rendered_clip
+    big = np.stack([cv2.resize(np.asarray(im), (640, 480), interpolation=cv2.INTER_CUBIC) for im in clip["images"]])
+    r = run_sfm(big, max_size=320)
+    assert r.ok, r.reason
+    assert r.info["solved_at"] == [240, 320] and r.principal == (320.0, 240.0)
+    f_true = 2.0 * float(clip["intrinsics"][0][0, 0])
+    assert abs(r.focal - f_true) / f_true < 0.02, (r.focal, f_true)
+    assert r.xy.max(0)[0] > 320  # keypoints in the 640-wide frames
+    err = trajectory_errors(r.poses, np.asarray(clip["poses"], np.float64))
+    assert err["rot_err_deg"] < 0.5 and err["ate_rel"] < 0.1, err
+    given = run_sfm(big, focal=f_true, max_size=320)  # a given focal is taken in input pixels too
+    assert given.ok and given.focal == pytest.approx(f_true, rel=1e-12)
