@@ -106,13 +106,6 @@ def _sparse_sfm(frames: np.ndarray, focal):
     return None, info
 
 
-def _sparse_camera_on_grid(sparse, grid) -> np.ndarray:
-    """The solver's camera (focal, principal point in input pixels) as intrinsics on the model
-    grid (x_model = scale * x_input - offset; the inverse of `ModelGrid.intrinsics_to_input`)."""
-    A = np.array([[grid.scale, 0.0, -grid.offset[0]], [0.0, grid.scale, -grid.offset[1]], [0.0, 0.0, 1.0]])
-    return A @ np.array([[sparse.focal, 0.0, sparse.principal[0]], [0.0, sparse.focal, sparse.principal[1]], [0.0, 0.0, 1.0]])
-
-
 def _depth_to_sfm(depth: np.ndarray, grid, sfm) -> tuple[np.ndarray, list[float]]:
     """FlowMap's depth maps (K, h, w) rescaled per frame to the sparse points: the median ratio of
     a point's depth in the SfM frame to the map's depth at its keypoint (the overall median for a
@@ -345,7 +338,7 @@ def run_flowmap(
     info["sfm"] = sfm_info
     info["poses_from"] = "flowmap"
     if sparse is not None:
-        poses, K_model = sparse.poses, _sparse_camera_on_grid(sparse, grid)
+        poses, K_model = sparse.poses, grid.intrinsics_from_input(sparse.intrinsics)
         depth, scales = _depth_to_sfm(depth, grid, sparse)
         info["poses_from"] = "sfm"
         info["sfm"]["depth_scales"] = [round(x, 5) for x in scales]
@@ -371,7 +364,7 @@ def run_sparse(frames: np.ndarray, pixels: int = 43_200, focal: str | float = "a
     grid = uniform_grid(H0, W0, flowmap_size(H0, W0, pixels))
     h, w = grid.model_size
     small = resize_to_grid(frames, grid)
-    K_model = _sparse_camera_on_grid(sparse, grid)
+    K_model = grid.intrinsics_from_input(sparse.intrinsics)
     Rw = np.transpose(sparse.poses[:, :3, :3], (0, 2, 1))
     z = point_depths(Rw, sparse.poses[:, :3, 3], sparse.points, sparse.frame, sparse.track)
     uv = grid.from_input(sparse.xy)

@@ -272,11 +272,16 @@ class ModelGrid:
         """Input-image pixel coordinates (..., 2) -> model-grid pixel coordinates."""
         return self.scale * np.asarray(xy, np.float64) - np.asarray(self.offset)
 
+    def _input_to_model(self) -> np.ndarray:
+        return np.array([[self.scale, 0.0, -self.offset[0]], [0.0, self.scale, -self.offset[1]], [0.0, 0.0, 1.0]])
+
     def intrinsics_to_input(self, K: np.ndarray) -> np.ndarray:
         """Intrinsics (3, 3) on the model grid -> the same camera in input pixels."""
-        K = np.asarray(K, np.float64)
-        A = np.array([[self.scale, 0.0, -self.offset[0]], [0.0, self.scale, -self.offset[1]], [0.0, 0.0, 1.0]])
-        return np.linalg.solve(A, K)
+        return np.linalg.solve(self._input_to_model(), np.asarray(K, np.float64))
+
+    def intrinsics_from_input(self, K: np.ndarray) -> np.ndarray:
+        """Intrinsics (3, 3) in input pixels -> the same camera on the model grid."""
+        return self._input_to_model() @ np.asarray(K, np.float64)
 
     def covered(self) -> np.ndarray:
         """(H0, W0) bool: input pixels whose centre lies on the model grid."""

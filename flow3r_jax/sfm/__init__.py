@@ -43,7 +43,7 @@ from flow3r_jax.sfm.initial import (
     relative_rotations,
     triangulate,
 )
-from flow3r_jax.sfm.matching import PairMatches, detect, frame_pairs, match_pairs, tracks_from_matches
+from flow3r_jax.sfm.matching import DisjointSets, PairMatches, detect, frame_pairs, match_pairs, tracks_from_matches
 
 __all__ = ["SfMResult", "run_sfm", "bundle_adjust", "BundleResult"]
 
@@ -62,6 +62,11 @@ class SfMResult:
     track: np.ndarray | None
     xy: np.ndarray | None
     info: dict
+
+    @property
+    def intrinsics(self) -> np.ndarray:
+        """(3, 3) pinhole of the input frames: focal and principal point in pixels."""
+        return intrinsics(self.focal, self.principal)
 
 
 def _fail(reason: str, focal: float, principal, info: dict) -> SfMResult:
@@ -85,37 +90,22 @@ def _to_input_pixels(result: SfMResult, input_size, solved_size) -> SfMResult:
 
 
 def _connected(count: int, pairs) -> bool:
-    reached, todo = {0}, [0]
-    adj: dict[int, set] = {}
+    sets = DisjointSets(count)
     for i, j in pairs:
-        adj.setdefault(i, set()).add(j)
-        adj.setdefault(j, set()).add(i)
-    while todo:
-        for b in adj.get(todo.pop(), ()):
-            if b not in reached:
-                reached.add(b)
-                todo.append(b)
-    return len(reached) == count
+        sets.union(i, j)
+    return len({sets.find(k) for k in range(count)}) == 1
 
 
 def _focal_by_consistency(features_xy, matches, principal, size: float, count: int, factors=(0.5, 0.7, 1.0, 1.4, 2.0), per_frame: int = 3):
     """(focal, {candidate: score}): among focal candidates (factors x the longer side), the one
     whose relative rotations on a maximum spanning tree of the match graph plus each frame's
-    `per_frame` best-matched pairs agree best after averaging (the
-    inliers of the pairs within 3 degrees), then the same around it at 2^(+-1/4)."""
+    `per_frame` best-matched pairs agree best after averaging (the inliers of the pairs within
+    3 degrees), then the same around it at 2^(+-1/4)."""
     by_size = sorted(matches, key=lambda m: -len(m.idx))
     chosen: set[int] = set()
-    parent = list(range(count))  # the maximum spanning tree by matches (Kruskal): the graph connects
-
-    def root(a: int) -> int:
-        while parent[a] != a:
-            a = parent[a]
-        return a
-
+    sets = DisjointSets(count)  # the maximum spanning tree by matches (Kruskal): the graph connects
     for n, m in enumerate(by_size):
-        a, b = root(m.i), root(m.j)
-        if a != b:
-            parent[a] = b
+        if sets.union(m.i, m.j):
             chosen.add(n)
     for k in range(count):  # and every frame's `per_frame` best pairs
         chosen.update([n for n, m in enumerate(by_size) if k in (m.i, m.j)][:per_frame])
@@ -169,8 +159,9 @@ def run_sfm(
         size = (max(1, round(W0 * factor)), max(1, round(H0 * factor)))
         frames = np.stack([cv2.resize(np.asarray(fr), size, interpolation=cv2.INTER_AREA) for fr in frames])
         result = run_sfm(
-            frames, None if focal is None else focal * size[0] / W0, max_gap, max_features, huber_px, iterations, max_median_px,
-            min_within_2px, min_matches, radial, rotation_thresholds, contrast_threshold, max_size,
+            frames, None if focal is None else focal * size[0] / W0, max_gap=max_gap, max_features=max_features, huber_px=huber_px,
+            iterations=iterations, max_median_px=max_median_px, min_within_2px=min_within_2px, min_matches=min_matches,
+            radial=radial, rotation_thresholds=rotation_thresholds, contrast_threshold=contrast_threshold, max_size=max_size,
         )
         return _to_input_pixels(result, (H0, W0), size)
     K, H, W = frames.shape[:3]

@@ -9,7 +9,8 @@ x_n (any pixel convention, as long as the principal point uses the same one) has
 (k1 = 0 unless `radial`: COLMAP's SIMPLE_RADIAL).
 
 Frame 0's pose is held fixed (the rotation and translation gauge); the scale gauge is left to the
-damping (the caller fixes it afterwards: `run_sfm` scales to a median point depth of 1). Robust: Huber weights on |r_n| (iteratively reweighted), threshold `huber_px`.
+damping (the caller fixes it afterwards: `run_sfm` scales to a median point depth of 1).
+Robust: Huber weights on |r_n| (iteratively reweighted), threshold `huber_px`.
 Updates: rotation R <- exp([d]_x) R, centre C <- C + dC, point X <- X + dX, focal log f <- log f + d.
 Cameras (6 per frame but frame 0, plus the focal) form a dense block; points are eliminated
 (3x3 blocks) through the Schur complement, so a step costs O(obs + frames^3).
@@ -23,7 +24,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.spatial.transform import Rotation
 
-__all__ = ["BundleResult", "bundle_adjust", "reprojection_residuals"]
+__all__ = ["BundleResult", "bundle_adjust"]
 
 
 @dataclasses.dataclass
@@ -44,13 +45,6 @@ def _skew(v: np.ndarray) -> np.ndarray:
     return np.stack(
         [np.stack([z, -v[..., 2], v[..., 1]], -1), np.stack([v[..., 2], z, -v[..., 0]], -1), np.stack([-v[..., 1], v[..., 0], z], -1)], -2
     )
-
-
-def reprojection_residuals(R, C, f, X, principal, frame, point, xy, k1: float = 0.0) -> np.ndarray:
-    """(n, 2) residuals (projection - observation) of observations (frame[n], point[n], xy[n])."""
-    Xc = np.einsum("nij,nj->ni", R[frame], X[point] - C[frame])
-    m = Xc[:, :2] / Xc[:, 2:3]
-    return f * (1.0 + k1 * np.sum(m**2, -1, keepdims=True)) * m + np.asarray(principal)[None] - xy
 
 
 def _huber_weights(norms: np.ndarray, delta: float) -> np.ndarray:

@@ -16,7 +16,7 @@ import dataclasses
 import cv2
 import numpy as np
 
-__all__ = ["Features", "PairMatches", "detect", "match_pairs", "tracks_from_matches", "frame_pairs"]
+__all__ = ["DisjointSets", "Features", "PairMatches", "detect", "match_pairs", "tracks_from_matches", "frame_pairs"]
 
 
 @dataclasses.dataclass
@@ -31,6 +31,28 @@ class PairMatches:
     j: int
     idx: np.ndarray  # (m, 2) keypoint indices into frames i and j, verified
     F: np.ndarray  # (3, 3) fundamental matrix, x_j^T F x_i = 0 for homogeneous pixels (+0.5 convention)
+
+
+class DisjointSets:
+    """Union-find over 0 .. n-1 (path halving): which items a set of links joins."""
+
+    def __init__(self, n: int):
+        self.parent = list(range(n))
+
+    def find(self, a: int) -> int:
+        p = self.parent
+        while p[a] != a:
+            p[a] = p[p[a]]
+            a = p[a]
+        return a
+
+    def union(self, a: int, b: int) -> bool:
+        """Joins the sets of a and b; False when they were one already."""
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return False
+        self.parent[ra] = rb
+        return True
 
 
 def _gray(frame: np.ndarray) -> np.ndarray:
@@ -98,22 +120,11 @@ def tracks_from_matches(features: Features, matches: list[PairMatches]):
     of the same frame (conflicting matches) are dropped."""
     counts = [len(x) for x in features.xy]
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    parent = np.arange(offsets[-1])
-
-    def find(a: int) -> int:
-        root = a
-        while parent[root] != root:
-            root = parent[root]
-        while parent[a] != root:  # path compression
-            parent[a], a = root, parent[a]
-        return root
-
+    sets = DisjointSets(int(offsets[-1]))
     for m in matches:
         for a, b in zip(offsets[m.i] + m.idx[:, 0], offsets[m.j] + m.idx[:, 1]):
-            ra, rb = find(int(a)), find(int(b))
-            if ra != rb:
-                parent[ra] = rb
-    roots = np.array([find(a) for a in range(offsets[-1])], np.int64)
+            sets.union(int(a), int(b))
+    roots = np.array([sets.find(a) for a in range(offsets[-1])], np.int64)
     frame = np.repeat(np.arange(len(counts)), counts)
     _, track, size = np.unique(roots, return_inverse=True, return_counts=True)
     keep = size[track] >= 2

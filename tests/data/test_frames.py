@@ -140,6 +140,8 @@ def test_uniform_grid_keeps_pixels_square_and_maps_pixel_centres_exactly(size, g
     pts = np.random.default_rng(0).normal(size=(50, 3)) + [0, 0, 4]
     proj = lambda K_: (pts @ K_.T)[:, :2] / pts[:, 2:]  # noqa: E731
     np.testing.assert_allclose(g.to_input(proj(K)), proj(Ki), atol=1e-9)
+    np.testing.assert_allclose(g.intrinsics_from_input(Ki), K, atol=1e-9)  # the inverse map
+    np.testing.assert_allclose(g.from_input(proj(Ki)), proj(g.intrinsics_from_input(Ki)), atol=1e-9)
     # back onto the image: exact for a linear map on the covered pixels away from its edge
     back = grid_to_input(on_grid[None], g)[0]
     cov = g.covered()
