@@ -97,8 +97,8 @@ def _sparse_sfm(frames: np.ndarray, focal):
     if result.ok:
         rp = result.info["reprojection_px"]
         log.info(
-            "sfm: %d frames, %d of %d pairs, %d tracks, focal %.1f px (%s), reprojection median %.2f px (%.1f s)",
-            len(frames), result.info["pairs_used"], result.info["pairs_tried"], result.info["tracks"], result.focal,
+            "sfm (%s route): %d frames, %d of %d pairs verified, %d tracks, focal %.1f px (%s), reprojection median %.2f px (%.1f s)",
+            result.info["route"], len(frames), result.info["pairs_verified"], result.info["pairs_tried"], result.info["tracks"], result.focal,
             result.info["focal_source"], rp["median"], info["seconds"],
         )
         return result, info

@@ -15,6 +15,11 @@ bundle adjustment, in seconds on a CPU.
    (union-find), DLT triangulation.
 3. `bundle`: Levenberg-Marquardt with the Schur complement over poses, points and the focal,
    Huber weights at 4 then 1 px.
+4. Where step 2 fails or step 3 leaves the clip unexplained (the checks below), `incremental`:
+   the frames registered one at a time by PnP against the points triangulated so far (COLMAP's
+   strategy; what a fixating ring around an object needs, whose pairwise rotations are too often
+   wrong for rotation averaging), then step 3 and the checks again. `info["route"]` says which
+   route gave the result, `info["global_failure"]` why the first did not.
 
 One pinhole camera with square pixels and the principal point at the image centre (what
 `reconstruct` writes; `radial=True` also fits COLMAP's k1 during the adjustment, reported, not
@@ -34,6 +39,7 @@ import time
 import numpy as np
 
 from flow3r_jax.sfm.bundle import BundleResult, bundle_adjust
+from flow3r_jax.sfm.incremental import register_incrementally
 from flow3r_jax.sfm.initial import (
     average_rotations,
     centres_from_epipolar,
@@ -142,6 +148,7 @@ def run_sfm(
     rotation_thresholds=(10.0, 5.0, 3.0),
     contrast_threshold: float = 0.01,
     max_size: int = 1600,
+    route: str = "auto",
 ) -> SfMResult:
     """Poses and one focal of uint8 frames (K, H, W, 3) (see the module docstring). focal: known
     focal in pixels (held fixed) or None (estimated, then refined). max_gap: frames matched at
@@ -150,7 +157,10 @@ def run_sfm(
     solution 2-5x less accurate than 0.01, which finds 540-1940; real 640x480 frames change little).
     max_size: frames with a longer side above it are solved on copies resized to it (one factor,
     area filter), so that every pixel threshold keeps its meaning; the result is in the input's
-    pixels."""
+    pixels. route: "auto" (global, then incremental where it fails), "global" or "incremental"
+    (one route only)."""
+    if route not in ("auto", "global", "incremental"):
+        raise ValueError(f"run_sfm: route must be auto, global or incremental, got {route!r}")
     K, H0, W0 = frames.shape[:3]
     factor = min(1.0, max_size / max(H0, W0))
     if factor < 1.0:
@@ -161,7 +171,7 @@ def run_sfm(
         result = run_sfm(
             frames, None if focal is None else focal * size[0] / W0, max_gap=max_gap, max_features=max_features, huber_px=huber_px,
             iterations=iterations, max_median_px=max_median_px, min_within_2px=min_within_2px, min_matches=min_matches,
-            radial=radial, rotation_thresholds=rotation_thresholds, contrast_threshold=contrast_threshold, max_size=max_size,
+            radial=radial, rotation_thresholds=rotation_thresholds, contrast_threshold=contrast_threshold, max_size=max_size, route=route,
         )
         return _to_input_pixels(result, (H0, W0), size)
     K, H, W = frames.shape[:3]
@@ -193,15 +203,55 @@ def run_sfm(
             info["focal_source"] = "the candidate whose rotations agree best (the fundamental-matrix estimate is ambiguous)"
         else:
             info["focal_source"] = "fundamental matrices"
+    timing["focal"] = round(time.time() - t, 2)
+    first = ""
+    if route != "incremental":
+        info["route"] = "global"
+        start = _global_start(feats, matches, K, f0, principal, rotation_thresholds, info)
+        if route == "auto" and not isinstance(start, str) and info["pairs_used"] < 0.5 * len(matches):
+            # Most pairwise rotations disagree (fox, a fixating ring: 238 of 632): the adjustment
+            # would not rescue the start (it was measured to fail after 50 s there).
+            start = f"only {info['pairs_used']} of {len(matches)} verified pairs agree with the averaged rotations (< 50%)"
+        if isinstance(start, str):
+            if route == "global":
+                return _fail(start, f0, principal, info)
+        else:
+            result = _adjust_and_check(*start, principal, (W, H), focal is None, huber_px, iterations, radial, max_median_px, min_within_2px, info)
+            if result.ok or route == "global":
+                return result
+        # The global estimate failed (or its adjustment does not explain the clip): incremental
+        # registration on the tracks of every verified pair.
+        first = start if isinstance(start, str) else result.reason
+        info["global_failure"] = first
+        log.info("sfm: the global estimate failed (%s); registering the frames incrementally", first)
+        first += "; "
+    t = time.time()
+    frame, track, xy = tracks_from_matches(feats, matches, split_conflicts=True)
+    inc = register_incrementally(feats.xy, matches, K, f0, principal, frame, track, xy, refine_focal=focal is None)
+    timing["incremental"] = round(time.time() - t, 2)
+    info.update(inc.info)
+    if not inc.ok:
+        return _fail(f"{first}incremental registration: {inc.reason}", f0, principal, info)
+    info.update(tracks=int(len(inc.points)), observations=int(len(inc.frame)))
+    result = _adjust_and_check(inc.rotations, inc.centres, inc.focal, inc.points, inc.frame, inc.track, inc.xy, principal, (W, H), focal is None, huber_px, iterations, radial, max_median_px, min_within_2px, info)
+    if not result.ok:
+        result.reason = info["reason"] = f"{first}after incremental registration: {result.reason}"
+    return result
+
+
+def _global_start(feats, matches, K: int, f0: float, principal, rotation_thresholds, info: dict):
+    """The global initial estimate (rotation averaging, centres, triangulation; see the module
+    docstring): (Rw, C, f0, X, frame, track, xy) or the reason it failed (a str)."""
+    t = time.time()
     Km = intrinsics(f0, principal)
     rel = relative_rotations(feats.xy, matches, Km)
     Rw, kept = average_rotations(K, rel, thresholds=rotation_thresholds)
     missing = [k for k, R in enumerate(Rw) if R is None]
     if missing:
-        return _fail(f"frames {missing} share no verified pair with the rest of the clip", f0, principal, info)
+        return f"frames {missing} share no verified pair with the rest of the clip"
     rel = {k: v for k, v, keep in zip(list(rel), list(rel.values()), kept) if keep}
     if not _connected(K, rel):
-        return _fail("the pairs consistent with the averaged rotations do not connect every frame", f0, principal, info)
+        return "the pairs consistent with the averaged rotations do not connect every frame"
     info["pairs_used"] = len(rel)
     C = centres_from_epipolar(Rw, Km, feats.xy, rel)
     frame, track, xy = tracks_from_matches(feats, [PairMatches(i, j, idx, np.eye(3)) for (i, j), (_, idx) in rel.items()])
@@ -216,7 +266,7 @@ def run_sfm(
     for _ in range(2):
         positive = depth[np.isfinite(depth) & (depth > 0)]
         if not len(positive):
-            return _fail("no triangulated point lies in front of its cameras", f0, principal, info)
+            return "no triangulated point lies in front of its cameras"
         C, X, depth = C / np.median(positive), X / np.median(positive), depth / np.median(positive)
         bad = np.unique(track[~(np.isfinite(depth) & (depth > 1e-3))])
         keep = ~np.isin(track, bad)
@@ -225,16 +275,25 @@ def run_sfm(
         X = X[used]
     seen = np.unique(frame)
     if len(seen) < K:
-        return _fail(f"frames {sorted(set(range(K)) - set(seen.tolist()))} keep no triangulated point", f0, principal, info)
-    timing["initial"] = round(time.time() - t, 2)
+        return f"frames {sorted(set(range(K)) - set(seen.tolist()))} keep no triangulated point"
+    info["timing"]["initial"] = round(time.time() - t, 2)
     info.update(tracks=int(len(X)), observations=int(len(frame)))
+    return np.stack(Rw), C, f0, X, frame, track, xy
+
+
+def _adjust_and_check(Rw, C, f, X, frame, track, xy, principal, size_wh, refine_focal: bool, huber_px, iterations: int, radial: bool, max_median_px: float, min_within_2px: float, info: dict) -> SfMResult:
+    """Bundle adjustment (Huber at each of `huber_px` in turn), the scale set to a median point
+    depth of 1, and the quality checks of the module docstring."""
+    W, H = size_wh
+    size = float(max(W, H))
+    K = len(Rw)
     t = time.time()
-    f, k1 = f0, 0.0
+    k1 = 0.0
     ba = None
     for delta in huber_px:
-        ba = bundle_adjust(Rw, C, f, X, principal, frame, track, xy, huber_px=delta, iterations=iterations, refine_focal=focal is None, radial=radial, k1=k1)
+        ba = bundle_adjust(Rw, C, f, X, principal, frame, track, xy, huber_px=delta, iterations=iterations, refine_focal=refine_focal, radial=radial, k1=k1)
         Rw, C, f, X, k1 = ba.rotations, ba.centres, ba.focal, ba.points, ba.k1
-    timing["bundle"] = round(time.time() - t, 2)
+    info["timing"]["bundle"] = round(info["timing"].get("bundle", 0.0) + time.time() - t, 2)
     scale = 1.0 / np.median(point_depths(Rw, C, X, frame, track))
     C, X = C * scale, X * scale
     res = ba.residuals

@@ -104,3 +104,33 @@ def test_detect_scales_keypoints_of_a_downsized_frame_back():
     assert np.median(nearest) < 0.5, np.median(nearest)
     full = detect(big[None], max_size=4000).xy[0]  # no resize: a different (finer) detection
     assert full.max(0)[0] > 320
+
+
+def test_ratio_matches_against_scipy_distances_and_opencv():
+    """The ratio-test matches equal a brute-force reference built from scipy's Euclidean
+    distances (nearest, second nearest, nearest < 0.8 x second) and OpenCV's knnMatch on SIFT-like
+    descriptors (non-negative, values up to 255), including near-duplicates that fail the test."""
+    from scipy.spatial.distance import cdist
+
+    from flow3r_jax.sfm.matching import ratio_matches
+
+    rng = np.random.default_rng(3)
+    b = rng.integers(0, 120, (700, 128)).astype(np.float32)
+    a = b[rng.permutation(700)[:400]] + rng.normal(0, 6, (400, 128)).astype(np.float32)
+    a[:50] = rng.integers(0, 120, (50, 128))  # no counterpart in b
+    b[1] = b[0] + 1.0  # an ambiguous pair in b: a match to 0 or 1 fails the ratio test
+    a = np.clip(a, 0, 255).astype(np.float32)
+    got = ratio_matches(a, b, 0.8)
+
+    d = cdist(a.astype(np.float64), b.astype(np.float64))
+    order = np.argsort(d, 1)
+    rows = np.arange(len(a))
+    ok = d[rows, order[:, 0]] < 0.8 * d[rows, order[:, 1]]
+    want = np.stack([rows[ok], order[ok, 0]], 1)
+    np.testing.assert_array_equal(got, want)
+    assert 300 <= len(got) < 400  # the genuine matches pass, the 50 strangers do not
+
+    knn = cv2.BFMatcher(cv2.NORM_L2).knnMatch(a, b, k=2)
+    cv = np.array([(m[0].queryIdx, m[0].trainIdx) for m in knn if m[0].distance < 0.8 * m[1].distance])
+    np.testing.assert_array_equal(got, cv)
+    assert ratio_matches(a, b[:1]).shape == (0, 2)
