@@ -4,7 +4,14 @@ video or an image folder.
     python -m flow3r_jax.reconstruct --input VIDEO_OR_FOLDER --out DIR
         [--checkpoint CKPT] [--refine] [--frames N] [--steps S] [--method tracks4d]
 
-- Without `--checkpoint` (or with `--refine`): FlowMap's per-scene optimisation
+- By default: camera poses and one focal from sparse structure from motion (`flow3r_jax.sfm`:
+  SIFT tracks, a global or incremental start, bundle adjustment) and depth maps triangulated from
+  the optical flow of frame pairs up to 3 apart with those cameras (`flow3r_jax.sfm.dense`),
+  seconds for a short clip. Where the solver refuses the clip (too little texture or parallax, a
+  camera that only rotates; the reason is logged and kept in cameras.json's run record), FlowMap
+  below gives poses and depth. `--dense flowmap`: FlowMap's depth with the solver's cameras;
+  `--sfm off`: FlowMap alone; `--steps 0`: the solver's cameras and sparse points alone.
+- Without `--checkpoint` (or with `--refine`), where FlowMap runs: FlowMap's per-scene optimisation
   (`flow3r_jax.flowmap`), started from the shipped pretrained depth-CNN initialisation
   (`--init random` for FlowMap's from-scratch setting, `--init FILE` for another), on frames
   resized to about `--pixels` pixels (both sides multiples of 16, one scale for both axes and a
@@ -64,15 +71,18 @@ import time
 import numpy as np
 
 from flow3r_jax.reconstruction import (  # noqa: F401 - the command's API: its methods and errors
+    DENSE_MODES,
     FOCAL_MODES,
     SFM_MODES,
     Reconstruction,
     ReconstructionError,
     flowmap_size,
     run_feedforward,
+    run_flow_depth,
     run_flowmap,
     run_sparse,
     run_tracks4d,
+    solve_sparse,
 )
 from flow3r_jax.stopping import Interrupted, StopRequest
 
@@ -337,13 +347,16 @@ def reconstruct(
     tracks4d_init: str | None = None,
     focal: str | float = "auto",
     sfm: str = "auto",
+    dense: str = "flow",
 ) -> dict:
     """The command as a function: checks the options and `out_dir` (`check_options`), reads the
     frames, reconstructs and writes the outputs (`export.outputs.write_outputs`). Returns the
     written paths and the run summary (`info["partial"]` when `stop` ended the optimisation
     early). `flowmap`: further `FlowMapConfig` fields of the per-scene optimisation; `focal`: how
     it finds the focal length (one of FOCAL_MODES or pixels, `reconstruction.run_flowmap`); `sfm`:
-    "auto" (poses and focal from the sparse solver where it succeeds) or "off" (one of SFM_MODES). Raises
+    "auto" (poses and focal from the sparse solver where it succeeds) or "off" (one of SFM_MODES);
+    `dense`: where the solver succeeds, the depth maps triangulated from the flow ("flow",
+    `reconstruction.run_flow_depth`) or FlowMap's ("flowmap", `--steps` steps). Raises
     Interrupted when `stop` is set before anything worth writing exists (nothing is written)."""
     from flow3r_jax.export.outputs import write_outputs
 
@@ -359,8 +372,10 @@ def reconstruct(
         raise ReconstructionError(f"focal {focal!r}: expected one of {', '.join(FOCAL_MODES)} or a positive focal length in pixels")
     if sfm not in SFM_MODES:
         raise ReconstructionError(f"--sfm {sfm!r}: expected one of {', '.join(SFM_MODES)}")
-    if steps == 0 and (method != "default" or checkpoint is not None or sfm != "auto" or explicit):
-        raise ReconstructionError("--steps 0 writes the sparse solver's poses and points alone: it takes no --checkpoint, --method tracks4d, --sfm off or --explicit_depth")
+    if dense not in DENSE_MODES:
+        raise ReconstructionError(f"--dense {dense!r}: expected one of {', '.join(DENSE_MODES)}")
+    if steps == 0 and (method != "default" or checkpoint is not None or sfm != "auto" or explicit or dense != "flow"):
+        raise ReconstructionError("--steps 0 writes the sparse solver's poses and points alone: it takes no --checkpoint, --method tracks4d, --sfm off, --dense flowmap or --explicit_depth")
     if method == "tracks4d" and (checkpoint is not None or explicit or flowmap):
         raise ReconstructionError("--method tracks4d takes no --checkpoint, --refine, --explicit_depth or flowmap --config (use --tracks4d_init WORKDIR for trained weights)")
     if tracks4d_init is not None and not os.path.exists(tracks4d_init):
@@ -390,7 +405,16 @@ def reconstruct(
     elif steps == 0:
         rec = run_sparse(images, pixels, focal, stop=stop)
     else:
-        rec = run_flowmap(images, steps, init, pixels, explicit=explicit, progress=progress, flowmap=flowmap, stop=stop, focal=focal, sfm=sfm)
+        rec, solved = None, None
+        if sfm == "auto" and dense == "flow" and not explicit:  # the solver's cameras, the flow's depth
+            solved = solve_sparse(images, focal)
+            stop.check("after the sparse solver")
+            if solved[0] is not None:
+                rec = run_flow_depth(images, solved, pixels, stop=stop)
+            else:
+                log.info("reconstruct: FlowMap's per-scene optimisation for the poses and the depth (%d steps)", steps)
+        if rec is None:
+            rec = run_flowmap(images, steps, init, pixels, explicit=explicit, progress=progress, flowmap=flowmap, stop=stop, focal=focal, sfm=sfm, sfm_result=solved)
     cache = rec.info["compilation_cache"] = COUNTER.since(cache0)
     if cache["dir"]:
         log.info("compilation cache %s: %d programs loaded, %d compiled and stored", cache["dir"], cache["loaded"], cache["stored"])
@@ -407,9 +431,11 @@ def reconstruct(
 # -------------------------------------------------------------------------------- demo
 
 
-def run_demo(out_dir: str, steps: int = 1000, frames: int = 16, init: str = "pretrained", explicit: bool = False, progress: bool = True, stop: StopRequest | None = None) -> dict:
-    """Renders a synthetic room video, reconstructs it (per-scene optimiser, initialisation
-    `init`, `steps` steps) and prints the errors against the exact ground truth."""
+def run_demo(out_dir: str, steps: int = 1000, frames: int = 16, init: str = "pretrained", explicit: bool = False, progress: bool = True, stop: StopRequest | None = None, dense: str = "flow") -> dict:
+    """Renders a synthetic room video, reconstructs it (`reconstruct`'s defaults: the sparse
+    solver's cameras and the flow's depth; with dense="flowmap" or `explicit`, FlowMap's
+    per-scene optimiser from initialisation `init` for `steps` steps) and prints the errors
+    against the exact ground truth."""
     from data_pipelines.synthetic import SceneConfig, generate_clip
     from data_pipelines.synthetic.video import write_video
 
@@ -422,7 +448,7 @@ def run_demo(out_dir: str, steps: int = 1000, frames: int = 16, init: str = "pre
     video = os.path.join(out_dir, "synthetic_room.mp4")
     write_video(video, clip["images"], 30.0)
     print(f"demo: rendered a synthetic room ({frames} frames, 160x224) to {video} in {time.time() - t0:.1f} s")
-    result = reconstruct(video, os.path.join(out_dir, "reconstruction"), steps=steps, init=init, explicit=explicit, progress=progress, reference_poses=clip["poses"], stop=stop)
+    result = reconstruct(video, os.path.join(out_dir, "reconstruction"), steps=steps, init=init, explicit=explicit, progress=progress, reference_poses=clip["poses"], stop=stop, dense=dense)
     err = trajectory_errors(result["poses"], clip["poses"])
     with open(result["paths"]["cameras"]) as f:
         f_est = json.load(f)["frames"][0]["fx"]  # pixels of the input video (160x224)
@@ -434,6 +460,8 @@ def run_demo(out_dir: str, steps: int = 1000, frames: int = 16, init: str = "pre
         focal_px_gt=round(f_gt, 2),
         focal_err=round(focal_error(f_est, f_gt), 4),
         seconds=result["info"].get("seconds"),
+        poses_from=result["info"].get("poses_from"),
+        depth_from=result["info"].get("depth_from", "flowmap"),
     )
     print("demo: " + json.dumps(summary))
     print("demo: outputs:")
@@ -495,12 +523,13 @@ def build_parser():
     p.add_argument("--refine", action="store_true", help="with --checkpoint: refine with the per-scene optimiser")
     p.add_argument("--frames", type=_int_option("frames"), default=None, metavar="N", help=f"use N >= {MIN_FRAMES} evenly spaced frames, reading only those (default: all, at most {DEFAULT_MAX_FRAMES})")
     p.add_argument("--frames_from", default=None, metavar="LIST", help="use the frames named in LIST (one per line or a JSON list: image file names of a folder, or frame indices of a video), e.g. the frame list launch.eval saved")
-    p.add_argument("--steps", type=_int_option("steps"), default=2000, help="optimisation steps (default 2000, FlowMap's); 0: the sparse solver's poses and points alone, in seconds (no dense depth)")
+    p.add_argument("--steps", type=_int_option("steps"), default=2000, help="FlowMap's optimisation steps where it runs (--sfm off, --dense flowmap, or a clip the sparse solver refuses; default 2000, FlowMap's); 0: the sparse solver's poses and points alone, in seconds (no dense depth)")
     p.add_argument("--init", default="pretrained", help="'pretrained' (shipped, default), 'random', or an initialisation .npz")
     p.add_argument("--explicit_depth", action="store_true", help="per-pixel depth (FlowMap's ablation) instead of the CNN")
     p.add_argument("--converge", type=_int_option("converge"), default=0, metavar="W", help="end the optimisation once its loss has levelled off: the mean of the last W steps within 0.5%% of the W before (after the free-focal switch); 0 (default): all --steps")
     p.add_argument("--focal", type=_focal_option, default="auto", metavar="MODE|PX", help="focal length: a known focal in pixels of the input frames (held fixed by the sparse solver and FlowMap), or, for FlowMap when the sparse solver supplies none (--sfm off, or it refused the clip): auto (default: from the flow's rotation where the camera mostly rotates, else FlowMap's soft-min), softmin (FlowMap's), rotation (always the rotation-only fit)")
-    p.add_argument("--sfm", default="auto", choices=SFM_MODES, help="auto (default): camera poses and focal from sparse structure from motion (SIFT tracks, global initialisation, bundle adjustment; seconds) where it succeeds, FlowMap's otherwise; FlowMap supplies the depth maps either way. off: FlowMap's poses and focal")
+    p.add_argument("--sfm", default="auto", choices=SFM_MODES, help="auto (default): camera poses and focal from sparse structure from motion (SIFT tracks, a global or incremental start, bundle adjustment; seconds) where it succeeds, FlowMap's otherwise. off: FlowMap's poses, focal and depth")
+    p.add_argument("--dense", default="flow", choices=DENSE_MODES, help="depth maps where the sparse solver succeeds: flow (default: triangulated from the optical flow of frame pairs up to 3 apart with the solver's cameras, in seconds; 0 where the flow does not determine it) or flowmap (FlowMap's per-scene optimisation, --steps steps, the solver's focal held fixed). Where the solver refuses the clip, FlowMap gives poses and depth either way")
     p.add_argument("--pixels", type=_int_option("pixels"), default=43_200, help=f"optimisation image area, >= {MINIMUM['pixels']} (default 43200 = 180x240)")
     p.add_argument("--ff_pixels", type=_int_option("ff_pixels"), default=255_000, help=f"feed-forward model input area, >= {MINIMUM['ff_pixels']} (official rule, default 255000)")
     p.add_argument("--method", default="default", choices=METHODS, help="default: FlowMap's optimisation or the --checkpoint model; tracks4d: TracksTo4D fitted to the clip's point tracks (--steps steps)")
@@ -509,7 +538,7 @@ def build_parser():
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     p.add_argument("--jit_cache", default=None, metavar="DIR|off", help="keep compiled programs in DIR so that a later run of the same shapes skips compilation (default $FLOW3R_JIT_CACHE, $JAX_COMPILATION_CACHE_DIR or ~/.cache/flow3r_jax/jit; off: none)")
     p.add_argument("--demo", metavar="DIR", default=None, help="reconstruct a built-in synthetic video into DIR")
-    p.add_argument("--demo_steps", type=_int_option("demo_steps"), default=1000, help="optimisation steps of --demo, >= 1 (default 1000)")
+    p.add_argument("--demo_steps", type=_int_option("demo_steps"), default=1000, help="FlowMap's optimisation steps in --demo where it runs (--dense flowmap, --explicit_depth), >= 1 (default 1000)")
     p.add_argument("--config", metavar="FILE[:OPTIONS]", help="defaults of these options and the optimiser's settings from an ml_collections config (configs/flowmap.py), with --config.x=y overrides")
     return p
 
@@ -537,14 +566,14 @@ def main(argv=None) -> int:
         return 2
     stop = StopRequest()
     if args.demo is not None:
-        # The demo takes --init, --explicit_depth and --no_progress; refuse what it would ignore.
+        # The demo takes --dense, --demo_steps, --init, --explicit_depth and --no_progress; refuse what it would ignore.
         ignored = ("input", "out", "checkpoint", "refine", "frames", "frames_from", "steps", "pixels", "ff_pixels", "model_size", "focal", "sfm")
         unused = ["--" + d for d in ignored if getattr(args, d) != p.get_default(d)]
         if unused:
-            p.error(f"--demo renders its own 16-frame video and takes --demo_steps, --init, --explicit_depth and --no_progress; it does not take {', '.join(unused)}")
+            p.error(f"--demo renders its own 16-frame video and takes --dense, --demo_steps, --init, --explicit_depth and --no_progress; it does not take {', '.join(unused)}")
         with stop.installed():
             try:
-                run_demo(args.demo, args.demo_steps, init=args.init, explicit=args.explicit_depth, progress=not args.no_progress, stop=stop)
+                run_demo(args.demo, args.demo_steps, init=args.init, explicit=args.explicit_depth, progress=not args.no_progress, stop=stop, dense=args.dense)
             except Interrupted as err:
                 print(f"reconstruct: {err}: nothing was written", file=sys.stderr)
         return 128 + stop.signum if stop() else 0
@@ -554,6 +583,8 @@ def main(argv=None) -> int:
         if args.method == "tracks4d" or (args.checkpoint and not args.refine):
             p.error("--converge ends FlowMap's per-scene optimisation early; this run has none (--method tracks4d, or --checkpoint without --refine)")
         flowmap = {**(flowmap or {}), "converge_window": args.converge}
+    if args.dense != "flow" and (args.method == "tracks4d" or args.checkpoint or args.sfm == "off"):
+        p.error("--dense chooses the depth of the sparse solver's run; this run has none (--method tracks4d, --checkpoint or --sfm off)")
     if args.sfm != "auto" and (args.method == "tracks4d" or (args.checkpoint and not args.refine)):
         p.error("--sfm applies with FlowMap's per-scene optimisation; this run has none (--method tracks4d, or --checkpoint without --refine)")
     if args.focal != "auto" and (args.method == "tracks4d" or (args.checkpoint and not args.refine)):
@@ -565,7 +596,7 @@ def main(argv=None) -> int:
             result = reconstruct(
                 args.input, args.out, args.checkpoint, args.refine, args.frames, args.steps, args.init, args.pixels,
                 args.model_size, args.explicit_depth, not args.no_progress, ff_pixels=args.ff_pixels, frames_from=args.frames_from, flowmap=flowmap, stop=stop,
-                method=args.method, tracks4d_size=args.tracks4d_size, tracks4d_init=args.tracks4d_init, focal=args.focal, sfm=args.sfm,
+                method=args.method, tracks4d_size=args.tracks4d_size, tracks4d_init=args.tracks4d_init, focal=args.focal, sfm=args.sfm, dense=args.dense,
             )
         except (FrameReadError, ReconstructionError) as err:
             print(f"reconstruct: error: {err}", file=sys.stderr)

@@ -2,6 +2,9 @@
 `Reconstruction` out (poses, intrinsics, depth and colours on a model grid, and where that grid
 sits in the input frames):
 
+    run_flow_depth    the sparse solver's cameras (`flow3r_jax.sfm`) and depth maps triangulated
+                      from the teacher flow of nearby frame pairs (the default where it succeeds)
+    run_sparse        the sparse solver's cameras and points alone (`--steps 0`)
     run_flowmap       FlowMap's per-scene optimisation (`flow3r_jax.flowmap`) on the clip's
                       teacher flow and point tracks (`flow3r_jax.correspondence`), optionally
                       around a given depth (--refine)
@@ -29,7 +32,7 @@ from flow3r_jax.stopping import StopRequest
 if TYPE_CHECKING:
     from flow3r_jax.data.frames import ModelGrid
 
-__all__ = ["ReconstructionError", "Reconstruction", "FOCAL_MODES", "SFM_MODES", "flowmap_size", "run_flowmap", "run_sparse", "run_feedforward", "run_tracks4d"]
+__all__ = ["ReconstructionError", "Reconstruction", "FOCAL_MODES", "SFM_MODES", "DENSE_MODES", "flowmap_size", "solve_sparse", "run_flowmap", "run_flow_depth", "run_sparse", "run_feedforward", "run_tracks4d"]
 
 log = logging.getLogger("flow3r_jax.reconstruct")
 
@@ -80,11 +83,13 @@ def _tracks(frames, flow_fw, flow_bw):
 
 FOCAL_MODES = ("auto", "softmin", "rotation")
 SFM_MODES = ("auto", "off")
+DENSE_MODES = ("flow", "flowmap")
 
 
-def _sparse_sfm(frames: np.ndarray, focal):
-    """`flow3r_jax.sfm.run_sfm` on the input frames (a given focal held fixed); None with the
-    reason logged when it cannot run."""
+def solve_sparse(frames: np.ndarray, focal) -> tuple:
+    """(result or None, info): `flow3r_jax.sfm.run_sfm` on the input frames (a given focal held
+    fixed; a focal mode string: estimated); None with the reason logged where it refuses the
+    clip or cannot run."""
     from flow3r_jax.sfm import run_sfm
 
     t0 = time.time()
@@ -218,6 +223,7 @@ def run_flowmap(
     stop: StopRequest | None = None,
     focal: str | float = "auto",
     sfm: str = "auto",
+    sfm_result: tuple | None = None,
 ) -> Reconstruction:
     """The per-scene optimisation on uint8 frames (K, H, W, 3) (see the module docstring).
     `flowmap`: further `FlowMapConfig` fields (e.g. from `--config configs/flowmap.py`).
@@ -226,6 +232,7 @@ def run_flowmap(
     `sfm`: "auto" (default) first runs the sparse solver (`flow3r_jax.sfm`) on the input frames;
     where it succeeds, its poses and focal are the result (FlowMap then runs with that focal held
     fixed and supplies the depth maps, rescaled per frame to the sparse points); "off": FlowMap's.
+    `sfm_result`: the solver's (result or None, info) when the caller ran it already.
     `base_depth` (K, h', w') on `base_grid` (a feed-forward result's): the depth to refine.
     `stop`: asked between the stages (raising Interrupted before the first step) and between
     stretches of steps (ending the run early: `info["partial"]` says where)."""
@@ -241,9 +248,12 @@ def run_flowmap(
     K, H0, W0 = frames.shape[:3]
     timing = {}
     sparse, sfm_info = None, dict(used=False, reason="--sfm off")
-    if sfm == "auto":
+    if sfm == "auto" and sfm_result is not None:
+        sparse, sfm_info = sfm_result
+        timing["sfm"] = sfm_info.get("seconds", 0.0)
+    elif sfm == "auto":
         t0 = time.time()
-        sparse, sfm_info = _sparse_sfm(frames, focal)
+        sparse, sfm_info = solve_sparse(frames, focal)
         timing["sfm"] = time.time() - t0
         stop.check("after the sparse solver, before the optimisation")
     t0 = time.time()
@@ -345,6 +355,40 @@ def run_flowmap(
     return Reconstruction(poses, K_model, depth, small, info, grid)
 
 
+def run_flow_depth(frames: np.ndarray, sfm_result: tuple, pixels: int = 43_200, gap: int = 3, stop: StopRequest | None = None) -> Reconstruction:
+    """The sparse solver's poses and focal with depth maps triangulated from the teacher flow of
+    every frame pair up to `gap` frames apart (`flow3r_jax.sfm.dense`; the default of
+    `reconstruct` where the solver succeeds): seconds, no per-scene optimisation. Pixels the flow
+    does not determine (no pair consistent within 1 px) have depth 0. `sfm_result`: the solver's
+    (result, info), result not None."""
+    from flow3r_jax.correspondence.teacher import DISTeacher, compute_pair_flows
+    from flow3r_jax.data.frames import resize_to_grid, uniform_grid
+    from flow3r_jax.sfm.dense import flow_pairs, triangulate_flow
+
+    stop = stop or StopRequest()
+    sparse, sfm_info = sfm_result
+    K, H0, W0 = frames.shape[:3]
+    timing = dict(sfm=sfm_info.get("seconds", 0.0))
+    t0 = time.time()
+    grid = uniform_grid(H0, W0, flowmap_size(H0, W0, pixels))
+    h, w = grid.model_size
+    small = resize_to_grid(frames, grid)
+    pairs = flow_pairs(K, gap)
+    flows = compute_pair_flows(DISTeacher("medium"), small, pairs).flow
+    timing["flow"] = time.time() - t0
+    log.info("flow: opencv-dis-medium on %d pairs (up to %d frames apart) at %dx%d (%.1f s)", len(pairs), gap, h, w, timing["flow"])
+    stop.check("after computing flow, before triangulating it")
+    t0 = time.time()
+    K_model = grid.intrinsics_from_input(sparse.intrinsics)
+    depth, dense = triangulate_flow(sparse.poses, K_model, flows, pairs)
+    timing["triangulate"] = time.time() - t0
+    log.info("depth: triangulated from the flow with the solver's cameras, %.1f%% of the pixels known, %.1f consistent pairs per pixel (%.1f s)",
+             100 * dense["known_fraction"], dense["mean_pairs_per_pixel"], timing["triangulate"])
+    info = dict(backend="sfm+flow", steps=0, size=[h, w], teacher="opencv-dis-medium", poses_from="sfm", depth_from="flow triangulation", sfm=sfm_info, dense=dict(dense, gap=gap),
+                timing={k: round(v, 2) for k, v in timing.items()})
+    return Reconstruction(sparse.poses, K_model, depth, small, info, grid)
+
+
 def run_sparse(frames: np.ndarray, pixels: int = 43_200, focal: str | float = "auto", stop: StopRequest | None = None) -> Reconstruction:
     """Poses and a sparse point cloud from the sparse solver alone (`reconstruct --steps 0`):
     seconds, no per-scene optimisation. Depth maps on the usual grid hold each frame's observed
@@ -356,7 +400,7 @@ def run_sparse(frames: np.ndarray, pixels: int = 43_200, focal: str | float = "a
     stop = stop or StopRequest()
     K, H0, W0 = frames.shape[:3]
     t0 = time.time()
-    sparse, sfm_info = _sparse_sfm(frames, focal)
+    sparse, sfm_info = solve_sparse(frames, focal)
     seconds = time.time() - t0
     if sparse is None:
         raise ReconstructionError(f"--steps 0 writes the sparse solver's poses alone, and it refused this clip ({sfm_info.get('reason')}); run with --steps N >= 1 for FlowMap's per-scene optimisation")

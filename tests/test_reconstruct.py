@@ -133,11 +133,14 @@ def test_reconstruct_synthetic_video_with_the_optimiser(synthetic_video, tmp_pat
 @pytest.mark.slow
 def test_poses_and_focal_from_the_sparse_solver(tmp_path):
     """--sfm auto (default): on a textured 240x320 clip the sparse solver succeeds; the written
-    cameras are its poses and focal (against the clip's exact ones), the depth maps agree with its
-    points, and --sfm off keeps FlowMap's."""
+    cameras are its poses and focal (against the clip's exact ones). By default (--dense flow) the
+    depth maps are triangulated from the flow with those cameras (no FlowMap): against the clip's
+    exact depth; --dense flowmap runs FlowMap with the solver's focal held fixed, its depth
+    rescaled to the solver's points; --sfm off keeps FlowMap's poses."""
     from PIL import Image
 
     from data_pipelines.synthetic import SceneConfig, generate_clip
+    from flow3r_jax.data.frames import resize_to_grid, uniform_grid
     from flow3r_jax.flowmap.metrics import trajectory_errors
 
     clip = generate_clip(SceneConfig(height=240, width=320, frames=10, dynamic=False, preset="handheld", kind="room", offsets=(1,), flow_px=(4.0, 8.0)), seed=2)
@@ -148,22 +151,38 @@ def test_poses_and_focal_from_the_sparse_solver(tmp_path):
     truth = np.asarray(clip["poses"], np.float64)
     f_true = float(clip["intrinsics"][0][0, 0])
     docs = {}
-    for mode in ("auto", "off"):
+    for mode, extra in (("flow", []), ("flowmap", ["--dense", "flowmap"]), ("off", ["--sfm", "off"])):
         out = str(tmp_path / mode)
-        assert main(["--input", str(folder), "--out", out, "--steps", "2", "--pixels", "3072", "--no-progress", "--sfm", mode]) == 0
+        small = [] if mode == "flow" else ["--steps", "2", "--pixels", "3072"]
+        assert main(["--input", str(folder), "--out", out, "--no-progress", *small, *extra]) == 0
         with open(os.path.join(out, "cameras.json")) as f:
             docs[mode] = json.load(f)
-    doc = docs["auto"]
-    assert doc["run"]["poses_from"] == "sfm" and doc["run"]["sfm"]["used"]
+    for mode in ("flow", "flowmap"):
+        doc = docs[mode]
+        assert doc["run"]["poses_from"] == "sfm" and doc["run"]["sfm"]["used"]
+        err = trajectory_errors(np.stack([fr["camera_to_world"] for fr in doc["frames"]]), truth)
+        assert err["rot_err_deg"] < 0.5 and err["ate_rel"] < 0.1, err
+        first = doc["frames"][0]
+        assert first["fx"] == pytest.approx(first["fy"], rel=1e-9) and abs(first["fx"] - f_true) / f_true < 0.02
+        assert (first["cx"], first["cy"]) == pytest.approx((160.0, 120.0), abs=1e-6)
     assert docs["off"]["run"]["poses_from"] == "flowmap" and docs["off"]["run"]["sfm"] == {"used": False, "reason": "--sfm off"}
-    err = trajectory_errors(np.stack([fr["camera_to_world"] for fr in doc["frames"]]), truth)
-    assert err["rot_err_deg"] < 0.5 and err["ate_rel"] < 0.1, err
-    first = doc["frames"][0]
-    assert first["fx"] == pytest.approx(first["fy"], rel=1e-9) and abs(first["fx"] - f_true) / f_true < 0.02
-    assert (first["cx"], first["cy"]) == pytest.approx((160.0, 120.0), abs=1e-6)
-    # FlowMap (2 steps) ran with the solver's focal held fixed
+    # the default: depth from the flow, no FlowMap
+    run = docs["flow"]["run"]
+    assert run["backend"] == "sfm+flow" and run["depth_from"] == "flow triangulation" and "focal_init" not in run
+    assert not os.path.exists(tmp_path / "flow" / "flowmap_history.json")
+    depth = np.load(tmp_path / "flow" / "depth.npz")["depth"]
+    grid = uniform_grid(240, 320, depth.shape[1:])
+    gt = resize_to_grid(np.asarray(clip["depth"], np.float32), grid)
+    surface = resize_to_grid(np.asarray(clip["valid"], np.float32), grid) > 0.99
+    known = surface & (depth > 0)
+    assert known.sum() > 0.95 * surface.sum()
+    ratio = depth[known] / gt[known]
+    ratio *= 1.0 / np.median(ratio)  # one global scale
+    assert np.mean(np.abs(ratio - 1.0)) < 0.06 and np.mean(np.maximum(ratio, 1 / ratio) < 1.25) > 0.95
+    # --dense flowmap: FlowMap (2 steps) ran with the solver's focal held fixed
+    doc = docs["flowmap"]
     assert doc["run"]["focal_init"]["mode"] == "sfm"
-    assert doc["run"]["focal_init"]["focal_px_input"] == pytest.approx(first["fx"], rel=1e-6)
+    assert doc["run"]["focal_init"]["focal_px_input"] == pytest.approx(doc["frames"][0]["fx"], rel=1e-6)
     scales = doc["run"]["sfm"]["depth_scales"]
     assert len(scales) == 10 and all(s > 0 for s in scales)
     # --steps 0: the solver's poses and sparse points alone (no FlowMap); the sparse depth maps
@@ -238,7 +257,7 @@ def test_demo_runs_and_takes_its_flags(tmp_path, capsys):
     every output, prints the errors against the exact ground truth, and applies --init (it used
     to ignore it and --no-progress)."""
     out = str(tmp_path / "demo")
-    assert main(["--demo", out, "--demo-steps", "2", "--init", "random", "--no-progress"]) == 0
+    assert main(["--demo", out, "--dense", "flowmap", "--demo-steps", "2", "--init", "random", "--no-progress"]) == 0
     printed = capsys.readouterr()
     summary = json.loads(next(line for line in printed.out.splitlines() if line.startswith("demo: {"))[len("demo: "):])
     assert set(summary) >= {"ate_rel", "rot_err_deg", "focal_err"} and np.isfinite(summary["ate_rel"])

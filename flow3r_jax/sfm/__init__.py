@@ -134,6 +134,22 @@ def _focal_by_consistency(features_xy, matches, principal, size: float, count: i
     return float(f), {str(k): v for k, v in sorted(scores.items())}
 
 
+def _focal_starts(f0: float, scores: dict, size: float) -> list[float]:
+    """Starting focals where the fundamental matrices leave the focal ambiguous: f0 (the
+    consistency candidate with the best score), the candidates with the next two scores and
+    COLMAP's prior 1.2 x the longer side, none within 10% of another. The global route solves
+    from f0 and, where that passes its checks, from the others: solutions whose focals differ by
+    more than 10% mean the clip does not determine the focal (the project's demo orbit, a 160x224
+    video: 175 and 314-346 px for a true 292, each with a good fit on its own consistent pairs),
+    and the solver refuses it."""
+    starts = [f0]
+    ranked = sorted(((v, float(k)) for k, v in scores.items()), reverse=True)
+    for f in [f for _, f in ranked[:3]] + [1.2 * size]:
+        if all(abs(np.log(f / g)) > np.log(1.1) for g in starts):
+            starts.append(f)
+    return starts
+
+
 def run_sfm(
     frames: np.ndarray,
     focal: float | None = None,
@@ -175,6 +191,9 @@ def run_sfm(
         )
         return _to_input_pixels(result, (H0, W0), size)
     K, H, W = frames.shape[:3]
+    import cv2
+
+    cv2.setRNGSeed(0)  # OpenCV's RANSAC draws from a process-wide generator: one clip, one answer
     principal = (W / 2.0, H / 2.0)
     info: dict = dict(frames=K)
     timing: dict = {}
@@ -204,24 +223,47 @@ def run_sfm(
         else:
             info["focal_source"] = "fundamental matrices"
     timing["focal"] = round(time.time() - t, 2)
+    starts = [f0]
+    if info.get("focal_candidates"):  # an ambiguous focal: more starts (see _focal_starts)
+        starts = _focal_starts(f0, info["focal_candidates"], size)
     first = ""
     if route != "incremental":
         info["route"] = "global"
-        start = _global_start(feats, matches, K, f0, principal, rotation_thresholds, info)
-        if route == "auto" and not isinstance(start, str) and info["pairs_used"] < 0.5 * len(matches):
-            # Most pairwise rotations disagree (fox, a fixating ring: 238 of 632): the adjustment
-            # would not rescue the start (it was measured to fail after 50 s there).
-            start = f"only {info['pairs_used']} of {len(matches)} verified pairs agree with the averaged rotations (< 50%)"
-        if isinstance(start, str):
-            if route == "global":
-                return _fail(start, f0, principal, info)
-        else:
-            result = _adjust_and_check(*start, principal, (W, H), focal is None, huber_px, iterations, radial, max_median_px, min_within_2px, info)
-            if result.ok or route == "global":
-                return result
+        outcomes: list = []  # per start: its SfMResult (checks passed) or the reason it failed
+        for f_start in starts:
+            run_info = dict(info, timing=dict(timing))
+            start = _global_start(feats, matches, K, f_start, principal, rotation_thresholds, run_info)
+            if route == "auto" and not isinstance(start, str) and run_info["pairs_used"] < 0.5 * len(matches):
+                # Most pairwise rotations disagree (fox, a fixating ring: 238 of 632): the
+                # adjustment would not rescue the start (it was measured to fail after 50 s there).
+                start = f"only {run_info['pairs_used']} of {len(matches)} verified pairs agree with the averaged rotations (< 50%)"
+            if isinstance(start, str):
+                outcomes.append(start)
+                if len(outcomes) == 1:
+                    break
+                continue
+            result = _adjust_and_check(*start, principal, (W, H), focal is None, huber_px, iterations, radial, max_median_px, min_within_2px, run_info)
+            outcomes.append(result if result.ok else result.reason)
+            if not result.ok and len(outcomes) == 1:
+                break  # the other starts only check a solution's focal; there is none to check
+        solved = [o for o in outcomes if isinstance(o, SfMResult)]
+        reasons = [o for o in outcomes if isinstance(o, str)]
+        if len(starts) > 1:  # start -> the focal it converged to (None: failed)
+            info["focal_starts"] = {str(round(a, 1)): (round(o.focal, 1) if isinstance(o, SfMResult) else None) for a, o in zip(starts, outcomes)}
+        if solved:
+            focals = [r.focal for r in solved]
+            if max(focals) > 1.1 * min(focals):
+                reason = (f"the focal length is not determined by this clip: bundle adjustments from focal starts {', '.join(f'{a:.0f}' for a in starts)} px "
+                          f"converge to {', '.join(f'{x:.0f}' for x in sorted(focals))} px with equally good fits (a fixating or low-parallax camera); give --focal")
+                return _fail(reason, f0, principal, info)
+            best = min(solved, key=lambda r: r.info["reprojection_px"]["median"])
+            best.info.update({k: v for k, v in info.items() if k not in best.info})
+            return best
+        if route == "global":
+            return _fail(reasons[0], f0, principal, info)
         # The global estimate failed (or its adjustment does not explain the clip): incremental
         # registration on the tracks of every verified pair.
-        first = start if isinstance(start, str) else result.reason
+        first = reasons[0]
         info["global_failure"] = first
         log.info("sfm: the global estimate failed (%s); registering the frames incrementally", first)
         first += "; "
@@ -302,6 +344,7 @@ def _adjust_and_check(Rw, C, f, X, frame, track, xy, principal, size_wh, refine_
         reprojection_px=dict(median=round(float(np.median(res)), 3), p90=round(float(np.percentile(res, 90)), 3), within_2px=round(float(np.mean(res < 2.0)), 3)),
         bundle_iterations=ba.iterations,
         k1=round(k1, 5),
+        focal_std_pct=round(100 * ba.focal_std, 3),
     )
     poses = np.tile(np.eye(4), (K, 1, 1))
     poses[:, :3, :3] = np.transpose(Rw, (0, 2, 1))

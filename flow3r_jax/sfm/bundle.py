@@ -38,6 +38,7 @@ class BundleResult:
     initial_rms: float  # robust (Huber) cost as an RMS-equivalent, pixels
     final_rms: float
     k1: float = 0.0  # radial distortion (0 unless refined)
+    focal_std: float = 0.0  # marginal standard deviation of log f at the solution (relative focal; 0 unless refined)
 
 
 def _skew(v: np.ndarray) -> np.ndarray:
@@ -142,7 +143,8 @@ def bundle_adjust(
     it = 0
     movable = frame > 0
     col0 = 6 * (frame - 1)  # first camera column of each observation (frame 0 has none)
-    for it in range(1, iterations + 1):
+    def linearise(R, logf, k1, Xc, r, norms):
+        """The damped system's parts at a state: Hcc, Hcp (sparse), Hpp (P, 3, 3), gc, gp."""
         f = np.exp(logf)
         z = Xc[:, 2]
         m = Xc[:, :2] / z[:, None]  # normalised coordinates
@@ -179,6 +181,10 @@ def bundle_adjust(
         cols_i = np.broadcast_to(3 * point[:, None, None] + np.arange(3)[None, None], rows_i.shape)
         ok = rows_i >= 0
         Hcp = csr_matrix((JcJp[ok], (rows_i[ok], cols_i[ok])), shape=(nc, 3 * P))
+        return Hcc, Hcp, Hpp, gc, gp
+
+    for it in range(1, iterations + 1):
+        Hcc, Hcp, Hpp, gc, gp = linearise(R, logf, k1, Xc, r, norms)
         improved = False
         for _ in range(10):
             Hpp_d = Hpp + lam * (Hpp * np.eye(3)[None]) + 1e-12 * np.eye(3)[None]
@@ -215,4 +221,13 @@ def bundle_adjust(
             lam *= 10
         if not improved or rel < tol:
             break
-    return BundleResult(R, C, float(np.exp(logf)) if refine_focal else float(focal), X, norms, it, float(np.sqrt(2 * initial / n)), float(np.sqrt(2 * cost / n)), k1)
+    focal_std = 0.0
+    if refine_focal:  # the focal's marginal standard deviation (relative) at the solution
+        Hcc, Hcp, Hpp, _, _ = linearise(R, logf, k1, Xc, r, norms)
+        Dinv = _block_diag(np.linalg.inv(Hpp + 1e-12 * np.eye(3)[None]))
+        S = Hcc - (Hcp @ Dinv @ Hcp.T).toarray()
+        dof = max(2 * n - nc - 3 * P, 1)
+        sigma2 = float(np.sum(_huber_weights(norms, huber_px) * norms**2)) / dof
+        # pinv: the scale gauge is free (a null direction of S without a focal component)
+        focal_std = float(np.sqrt(max(np.linalg.pinv(S, rcond=1e-10, hermitian=True)[6 * (K - 1), 6 * (K - 1)] * sigma2, 0.0)))
+    return BundleResult(R, C, float(np.exp(logf)) if refine_focal else float(focal), X, norms, it, float(np.sqrt(2 * initial / n)), float(np.sqrt(2 * cost / n)), k1, focal_std)

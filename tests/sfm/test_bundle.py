@@ -111,7 +111,7 @@ def _scipy_bundle(R0, C0, f0, X0, frame, point, xy):
 
     x0 = np.concatenate([Rotation.from_matrix(R0[1:]).as_rotvec().ravel(), C0[1:].ravel(), [np.log(f0)], X0.ravel()])
     sol = least_squares(residual, x0, jac=jacobian, method="lm", ftol=1e-12, xtol=1e-12, gtol=1e-12)
-    return 0.5 * float(np.sum(sol.fun**2)), unpack(sol.x)
+    return 0.5 * float(np.sum(sol.fun**2)), unpack(sol.x), jacobian(sol.x)
 
 
 def test_bundle_adjust_noisy_reaches_scipy_minimum():
@@ -123,7 +123,7 @@ def test_bundle_adjust_noisy_reaches_scipy_minimum():
 
     ba = bundle_adjust(R0, C0, f0, X0, PRINCIPAL, frame, point, xy, huber_px=1e6, iterations=100)
     cost_ba = 0.5 * float(np.sum(ba.residuals**2))
-    cost_ref, (R_ref, _, f_ref, _) = _scipy_bundle(R0, C0, f0, X0, frame, point, xy)
+    cost_ref, (R_ref, _, f_ref, _), J = _scipy_bundle(R0, C0, f0, X0, frame, point, xy)
 
     n = len(frame)
     assert ba.final_rms == pytest.approx(np.sqrt(2 * cost_ba / n), rel=1e-9)
@@ -133,6 +133,16 @@ def test_bundle_adjust_noisy_reaches_scipy_minimum():
     # The same minimum, not only the same cost (the focal is the least determined unknown).
     assert rotation_angle_deg(ba.rotations, R_ref).max() < 1e-4
     assert abs(ba.focal / f_ref - 1) < 1e-5
+    # The focal's marginal standard deviation (of log f): sigma^2 [(J^T J)^-1]_ff from the
+    # reference's central-difference Jacobian (its column 6 (K - 1) is log f), the free scale
+    # fixed by dropping the column of C_1's x (a gauge choice: the focal's marginal does not
+    # depend on it); dof = 2n - unknowns.
+    col = 6 * (len(R) - 1)
+    keep = np.arange(J.shape[1]) != 3 * (len(R) - 1)
+    sigma2 = 2 * cost_ref / (2 * n - J.shape[1])
+    std_ref = np.sqrt(sigma2 * np.linalg.inv(J[:, keep].T @ J[:, keep])[col - 1, col - 1])
+    assert 1e-4 < std_ref < 0.1
+    assert ba.focal_std == pytest.approx(std_ref, rel=0.02), (ba.focal_std, std_ref)
 
 
 def _with_outliers(xy, fraction, seed):
