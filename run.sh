@@ -46,7 +46,7 @@ case "$cmd" in
   demo)
     ensure_env "viz"
     if [ "${1:-}" = "reconstruct" ]; then
-      # the per-scene optimiser alone on a rendered video (no training): ./run.sh demo reconstruct [--demo-steps N]
+      # reconstruct alone on a rendered video (no training): ./run.sh demo reconstruct [--demo-steps N]
       shift
       exec .venv/bin/python -m flow3r_jax.reconstruct --demo outputs/demo "$@"
     fi

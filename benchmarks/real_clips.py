@@ -117,13 +117,14 @@ def score(names: list[str], poses: dict[str, np.ndarray], focal: float | None, c
 def run_reconstruct(
     clip: dict, workdir: str, steps: int, converge: int, focal: str, pixels: int, checkpoint: str | None = None, refine: bool = False, ff_pixels: int = 255_000, flowmap: dict | None = None,
     sfm: str = "auto",
+    dense: str = "flow",
 ) -> dict:
     from flow3r_jax.reconstruct import reconstruct
 
     out_dir = os.path.join(workdir, clip["name"], "reconstruct" + ("_ff" if checkpoint else "") + ("_refine" if refine else ""))
     flowmap = dict(flowmap or {}, **({"converge_window": converge} if converge else {})) or None
     t0 = time.time()
-    result = reconstruct(clip["image_dir"], out_dir, checkpoint, refine, steps=steps, pixels=pixels, progress=False, flowmap=flowmap, focal=focal, ff_pixels=ff_pixels, sfm=sfm)
+    result = reconstruct(clip["image_dir"], out_dir, checkpoint, refine, steps=steps, pixels=pixels, progress=False, flowmap=flowmap, focal=focal, ff_pixels=ff_pixels, sfm=sfm, dense=dense)
     seconds = time.time() - t0
     with open(os.path.join(out_dir, "cameras.json")) as f:
         cams = json.load(f)
@@ -134,10 +135,11 @@ def run_reconstruct(
     out.update(
         seconds=seconds,
         timing=info.get("timing", {}),
-        steps_done=info.get("converged_at", steps),
+        steps_done=info.get("converged_at", info.get("steps", steps)),
         focal_mode=(info.get("focal_init") or {}).get("used", (info.get("focal_init") or {}).get("mode")),
         rotation_fit=(info.get("focal_init") or {}).get("rotation"),
         poses_from=info.get("poses_from"),
+        depth_from=info.get("depth_from", "flowmap"),
         sfm={k: v for k, v in (info.get("sfm") or {}).items() if k != "depth_scales"},
     )
     return out
@@ -228,6 +230,7 @@ def main(argv=None) -> int:
     p.add_argument("--converge", type=int, default=0, help="reconstruct --converge W (default 0: all steps)")
     p.add_argument("--focal", type=_focal_option, default="auto", help="reconstruct --focal: auto (default), softmin, rotation or a focal in input pixels")
     p.add_argument("--sfm", default="auto", choices=("auto", "off"), help="reconstruct --sfm: auto (default: poses from the sparse solver where it succeeds) or off (FlowMap's)")
+    p.add_argument("--dense", default="flow", choices=("flow", "flowmap"), help="reconstruct --dense: flow (default: depth triangulated from the flow with the solver's cameras) or flowmap (FlowMap's depth, --steps steps)")
     p.add_argument("--pixels", type=int, default=43_200, help="reconstruct --pixels (default 43200)")
     p.add_argument("--checkpoint", default=None, help="reconstruct --checkpoint (a Flow3r checkpoint: the feed-forward model, and with --refine also FlowMap from its depth)")
     p.add_argument("--refine", action="store_true", help="with --checkpoint: score the feed-forward result and its --refine")
@@ -268,7 +271,7 @@ def main(argv=None) -> int:
     for clip in clips:
         runs = []
         if "reconstruct" in methods:
-            common = dict(steps=args.steps, converge=args.converge, focal=args.focal, pixels=args.pixels, ff_pixels=args.ff_pixels, flowmap=flowmap, sfm=args.sfm)
+            common = dict(steps=args.steps, converge=args.converge, focal=args.focal, pixels=args.pixels, ff_pixels=args.ff_pixels, flowmap=flowmap, sfm=args.sfm, dense=args.dense)
             if args.checkpoint:
                 runs.append(("feed-forward", lambda c=clip: run_reconstruct(c, args.workdir, checkpoint=args.checkpoint, **common)))
                 if args.refine:

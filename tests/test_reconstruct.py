@@ -296,6 +296,9 @@ def test_bad_options_are_refused_before_any_frame_is_read(tmp_path, capsys):
         (["--model_size", "huge"], "argument --model_size: invalid choice: 'huge'"),
         (["--focal", "wide"], "argument --focal: 'wide': expected auto, softmin, rotation or a focal length in pixels"),
         (["--focal", "-5"], "argument --focal: '-5': a focal length must be a positive number of pixels"),
+        (["--dense", "mvs"], "argument --dense: invalid choice: 'mvs'"),
+        (["--dense", "flowmap", "--sfm", "off"], "--dense chooses the depth of the sparse solver's run; this run has none"),
+        (["--dense", "flowmap", "--method", "tracks4d"], "--dense chooses the depth of the sparse solver's run; this run has none"),
     ]:
         with pytest.raises(SystemExit) as exc:
             main(base + args)
@@ -318,6 +321,7 @@ def test_bad_options_are_refused_before_any_frame_is_read(tmp_path, capsys):
         (["--checkpoint", __file__, "--explicit_depth"], "--explicit_depth applies to the per-scene optimisation"),
         (["--steps", "0", "--sfm", "off"], "--steps 0 writes the sparse solver's poses and points alone"),
         (["--steps", "0", "--method", "tracks4d"], "--steps 0 writes the sparse solver's poses and points alone"),
+        (["--steps", "0", "--dense", "flowmap"], "--steps 0 writes the sparse solver's poses and points alone"),
     ]:
         assert main(base + args) == 2, args
         err = capsys.readouterr().err
@@ -337,6 +341,8 @@ def test_bad_options_are_refused_before_any_frame_is_read(tmp_path, capsys):
     for focal in ("wide", -3.0, float("nan")):  # the function checks what the parser would
         with pytest.raises(ReconstructionError, match="focal"):
             reconstruct(imgs, out, focal=focal)
+    with pytest.raises(ReconstructionError, match="--dense 'mvs'"):
+        reconstruct(imgs, out, dense="mvs")
     assert not os.path.exists(out)
     # The real command: the same refusals and exit status, in a second or two (nothing heavy loaded).
     env = {**os.environ, "PYTHONPATH": ROOT}
