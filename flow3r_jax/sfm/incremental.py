@@ -3,7 +3,8 @@ where the global estimate fails (typically a fixating ring around an object, who
 essential-matrix rotations are too often wrong for rotation averaging), the cameras are added one
 at a time against the points triangulated so far.
 
-1. **Initial pair**: among the verified pairs with the most matches, the first whose two-view
+1. **Initial pair**: among the verified pairs with the most matches (and those with the most
+   matches times their distance in frames, for long videos), the first whose two-view
    reconstruction (essential matrix, cheirality) has a median triangulation angle of at least
    16, else 8, 4, 2 degrees and `min_inliers` inliers; pairs whose essential-matrix inliers a
    homography explains for 80% or more (within 1 px) are passed over, as in COLMAP (a camera that
@@ -82,7 +83,11 @@ def _initial_pair(features_xy, matches, Km, min_inliers: int, candidates: int = 
     """(i, j, R, t, median angle) of the first pair passing the angle thresholds (see the module
     docstring), or None."""
     tried = []
-    for m in sorted(matches, key=lambda m: -len(m.idx))[:candidates]:
+    # the pairs with the most matches (neighbours, on a video) and those with the most matches
+    # times their distance in frames (wider baselines on a long clip)
+    by_count = sorted(matches, key=lambda m: -len(m.idx))[:candidates]
+    by_reach = sorted(matches, key=lambda m: -len(m.idx) * abs(m.j - m.i))[:candidates]
+    for m in by_count + [m for m in by_reach if all(m is not c for c in by_count)]:
         p1, p2 = features_xy[m.i][m.idx[:, 0]], features_xy[m.j][m.idx[:, 1]]
         try:
             E, inl = cv2.findEssentialMat(p1, p2, Km, cv2.RANSAC, 0.999, 1.0)
