@@ -538,7 +538,7 @@ def build_parser():
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     p.add_argument("--jit_cache", default=None, metavar="DIR|off", help="keep compiled programs in DIR so that a later run of the same shapes skips compilation (default $FLOW3R_JIT_CACHE, $JAX_COMPILATION_CACHE_DIR or ~/.cache/flow3r_jax/jit; off: none)")
     p.add_argument("--demo", metavar="DIR", default=None, help="reconstruct a built-in synthetic video into DIR")
-    p.add_argument("--demo_steps", type=_int_option("demo_steps"), default=1000, help="FlowMap's optimisation steps in --demo where it runs (--dense flowmap, --explicit_depth), >= 1 (default 1000)")
+    p.add_argument("--demo_steps", type=_int_option("demo_steps"), default=1000, help="FlowMap's optimisation steps in --demo where it runs (the sparse solver refuses the demo's orbit; also --dense flowmap, --explicit_depth), >= 1 (default 1000)")
     p.add_argument("--config", metavar="FILE[:OPTIONS]", help="defaults of these options and the optimiser's settings from an ml_collections config (configs/flowmap.py), with --config.x=y overrides")
     return p
 
