@@ -50,13 +50,21 @@ def flowmap_size(height: int, width: int, pixels: int = 43_200, multiple: int = 
     return h, w
 
 
-def _consecutive_teacher_flows(frames: np.ndarray):
+TEACHER = "opencv-dis-medium"  # the CPU flow teacher of the per-clip methods
+
+
+def _teacher_flows(frames: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """(P, h, w, 2) flow of each (i, j) of `pairs` by the CPU teacher (OpenCV DIS, medium)."""
     from flow3r_jax.correspondence.teacher import DISTeacher, compute_pair_flows
 
+    return compute_pair_flows(DISTeacher("medium"), frames, pairs).flow
+
+
+def _consecutive_teacher_flows(frames: np.ndarray):
     K = len(frames)
     pairs = np.array([(i, i + 1) for i in range(K - 1)] + [(i + 1, i) for i in range(K - 1)], np.int32)
-    flows = compute_pair_flows(DISTeacher("medium"), frames, pairs).flow
-    return flows[: K - 1], flows[K - 1 :], "opencv-dis-medium"
+    flows = _teacher_flows(frames, pairs)
+    return flows[: K - 1], flows[K - 1 :], TEACHER
 
 
 def _optimisation_frames(frames: np.ndarray, pixels: int):
@@ -361,7 +369,6 @@ def run_flow_depth(frames: np.ndarray, sfm_result: tuple, pixels: int = 43_200, 
     `reconstruct` where the solver succeeds): seconds, no per-scene optimisation. Pixels the flow
     does not determine (no pair consistent within 1 px) have depth 0. `sfm_result`: the solver's
     (result, info), result not None."""
-    from flow3r_jax.correspondence.teacher import DISTeacher, compute_pair_flows
     from flow3r_jax.data.frames import resize_to_grid, uniform_grid
     from flow3r_jax.sfm.dense import flow_pairs, triangulate_flow
 
@@ -374,9 +381,9 @@ def run_flow_depth(frames: np.ndarray, sfm_result: tuple, pixels: int = 43_200, 
     h, w = grid.model_size
     small = resize_to_grid(frames, grid)
     pairs = flow_pairs(K, gap)
-    flows = compute_pair_flows(DISTeacher("medium"), small, pairs).flow
+    flows = _teacher_flows(small, pairs)
     timing["flow"] = time.time() - t0
-    log.info("flow: opencv-dis-medium on %d pairs (up to %d frames apart) at %dx%d (%.1f s)", len(pairs), gap, h, w, timing["flow"])
+    log.info("flow: %s on %d pairs (up to %d frames apart) at %dx%d (%.1f s)", TEACHER, len(pairs), gap, h, w, timing["flow"])
     stop.check("after computing flow, before triangulating it")
     t0 = time.time()
     K_model = grid.intrinsics_from_input(sparse.intrinsics)
@@ -384,7 +391,7 @@ def run_flow_depth(frames: np.ndarray, sfm_result: tuple, pixels: int = 43_200, 
     timing["triangulate"] = time.time() - t0
     log.info("depth: triangulated from the flow with the solver's cameras, %.1f%% of the pixels known, %.1f consistent pairs per pixel (%.1f s)",
              100 * dense["known_fraction"], dense["mean_pairs_per_pixel"], timing["triangulate"])
-    info = dict(backend="sfm+flow", steps=0, size=[h, w], teacher="opencv-dis-medium", poses_from="sfm", depth_from="flow triangulation", sfm=sfm_info, dense=dict(dense, gap=gap),
+    info = dict(backend="sfm+flow", steps=0, size=[h, w], teacher=TEACHER, poses_from="sfm", depth_from="flow triangulation", sfm=sfm_info, dense=dict(dense, gap=gap),
                 timing={k: round(v, 2) for k, v in timing.items()})
     return Reconstruction(sparse.poses, K_model, depth, small, info, grid)
 

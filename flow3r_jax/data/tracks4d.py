@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import glob
 import os
+import threading
 
 import grain
 import jax
@@ -25,6 +26,9 @@ import numpy as np
 from flow3r_jax.data.sources import DatasetError
 
 __all__ = ["TrackClips", "sample_tracks", "normalise_tracks", "build_track_dataset", "track_batch_spec"]
+
+
+_NPZ_LOCK = threading.Lock()
 
 
 class TrackClips:
@@ -44,7 +48,10 @@ class TrackClips:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
-        with np.load(self.paths[i]) as z:
+        # One reader at a time: NumPy parses .npy headers with ast.literal_eval, which is not
+        # thread-safe in CPython 3.11 ("SystemError: AST constructor recursion depth mismatch"
+        # from Grain's reader threads, seen once in CI). The files are small.
+        with _NPZ_LOCK, np.load(self.paths[i]) as z:
             out = {k: z[k] for k in ("tracks", "visible", "intrinsics")}
         if out["tracks"].ndim != 3 or out["tracks"].shape[-1] != 2 or out["visible"].shape != out["tracks"].shape[:2]:
             raise DatasetError(f"{self.paths[i]}: tracks {out['tracks'].shape} / visible {out['visible'].shape} are not (T, N, 2) / (T, N)")
