@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 
 from flow3r_jax.sfm.matching import Features, PairMatches, detect, match_pairs, tracks_from_matches
 
@@ -134,3 +135,46 @@ def test_ratio_matches_against_scipy_distances_and_opencv():
     cv = np.array([(m[0].queryIdx, m[0].trainIdx) for m in knn if m[0].distance < 0.8 * m[1].distance])
     np.testing.assert_array_equal(got, cv)
     assert ratio_matches(a, b[:1]).shape == (0, 2)
+
+
+def test_frame_pairs_adds_wide_gaps_for_long_clips():
+    """wide=True adds the pairs max_gap x 1.5^k apart (30, 45 for 20 on 50 frames) to those at
+    most max_gap apart; without it, only the latter."""
+    from flow3r_jax.sfm.matching import frame_pairs
+
+    near = {(i, j) for i in range(50) for j in range(i + 1, 50) if j - i <= 20}
+    assert set(frame_pairs(50, 20)) == near and len(frame_pairs(50, 20)) == len(near)
+    wide = frame_pairs(50, 20, wide=True)
+    assert len(wide) == len(set(wide))
+    assert set(wide) == near | {(i, i + 30) for i in range(20)} | {(i, i + 45) for i in range(5)}
+    assert set(frame_pairs(10, 9, wide=True)) == {(i, j) for i in range(10) for j in range(i + 1, 10)}
+
+
+def test_sampson_px_against_the_exact_two_view_correction():
+    """The Sampson distance of noisy correspondences under a fundamental matrix from two known
+    cameras equals, to first order, the smallest 4-D correction of (xa, xb) that satisfies the
+    epipolar constraint exactly (found by scipy's constrained minimiser); exact ones give 0."""
+    from scipy.optimize import minimize
+    from scipy.spatial.transform import Rotation
+
+    from flow3r_jax.sfm.matching import sampson_px
+
+    rng = np.random.default_rng(4)
+    Kc = np.array([[400.0, 0, 320], [0, 400, 240], [0, 0, 1]])
+    R = Rotation.from_rotvec([0.02, -0.15, 0.03]).as_matrix()
+    t = np.array([1.0, 0.1, 0.2])
+    tx = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
+    F = np.linalg.inv(Kc).T @ tx @ R @ np.linalg.inv(Kc)  # xb^T F xa = 0 for Xb = R Xa + t
+    X = rng.uniform([-2, -1.5, 4], [2, 1.5, 9], (12, 3))
+    xa = (X @ Kc.T)[:, :2] / X[:, 2:]
+    Xb = X @ R.T + t
+    xb = (Xb @ Kc.T)[:, :2] / Xb[:, 2:]
+    np.testing.assert_allclose(sampson_px(F, xa, xb), 0.0, atol=1e-9)
+    na, nb = xa + rng.normal(0, 0.5, xa.shape), xb + rng.normal(0, 0.5, xb.shape)
+    got = sampson_px(F, na, nb)
+    for k in range(len(X)):
+        constraint = lambda d: np.append(nb[k] + d[2:], 1.0) @ F @ np.append(na[k] + d[:2], 1.0)
+        sol = minimize(lambda d: d @ d, np.zeros(4), constraints=[{"type": "eq", "fun": constraint}], method="SLSQP", options=dict(ftol=1e-14, maxiter=200))
+        assert abs(constraint(sol.x)) < 1e-9
+        assert got[k] == pytest.approx(np.sqrt(sol.x @ sol.x), rel=1e-3, abs=1e-6), k
+    assert np.median(got) > 0.1
