@@ -1,6 +1,6 @@
 """Bundle adjustment: Levenberg-Marquardt on reprojection errors with the Schur complement.
 
-One shared pinhole camera with square pixels (focal f, principal point fixed), world-to-camera
+One shared pinhole camera with square pixels (focal f, principal point fixed unless refined), world-to-camera
 rotations R_k and camera centres C_k, points X_p; an observation n of point p in frame k at pixel
 x_n (any pixel convention, as long as the principal point uses the same one) has the residual
 
@@ -11,7 +11,8 @@ x_n (any pixel convention, as long as the principal point uses the same one) has
 Frame 0's pose is held fixed (the rotation and translation gauge); the scale gauge is left to the
 damping (the caller fixes it afterwards: `run_sfm` scales to a median point depth of 1).
 Robust: Huber weights on |r_n| (iteratively reweighted), threshold `huber_px`.
-Updates: rotation R <- exp([d]_x) R, centre C <- C + dC, point X <- X + dX, focal log f <- log f + d.
+Updates: rotation R <- exp([d]_x) R, centre C <- C + dC, point X <- X + dX, focal log f <- log f + d,
+principal point c <- c + dc.
 Cameras (6 per frame but frame 0, plus the focal) form a dense block; points are eliminated
 (3x3 blocks) through the Schur complement, so a step costs O(obs + frames^3).
 """
@@ -39,6 +40,9 @@ class BundleResult:
     final_rms: float
     k1: float = 0.0  # radial distortion (0 unless refined)
     focal_std: float = 0.0  # marginal standard deviation of log f at the solution (relative focal; 0 unless refined)
+    principal: tuple = (0.0, 0.0)  # (cx, cy) pixels: as given unless refined
+    principal_std: tuple = (0.0, 0.0)  # marginal standard deviations of cx, cy, pixels (0 unless refined)
+    sigma2: float = 0.0  # residual variance per coordinate (weighted squared residuals / degrees of freedom), pixels^2
 
 
 def _skew(v: np.ndarray) -> np.ndarray:
@@ -104,6 +108,7 @@ def bundle_adjust(
     min_depth: float = 1e-6,
     radial: bool = False,
     k1: float = 0.0,
+    refine_principal: bool = False,
 ) -> BundleResult:
     """Refines poses, focal and points (see the module docstring). rotations (K, 3, 3)
     world-to-camera, centres (K, 3), points (P, 3), observations frame (n,), point (n,) ints and
@@ -111,7 +116,8 @@ def bundle_adjust(
     (relative). Points behind a camera are never accepted: a step that puts an observed point at
     depth <= min_depth is rejected like one that raises the cost. radial: also refine one radial
     distortion coefficient k1 (COLMAP's SIMPLE_RADIAL: normalised coordinates scaled by
-    1 + k1 (x^2 + y^2)), starting at `k1`."""
+    1 + k1 (x^2 + y^2)), starting at `k1`. refine_principal: also refine the principal point
+    (cx, cy), starting at `principal`."""
     R = np.asarray(rotations, np.float64).copy()
     C = np.asarray(centres, np.float64).copy()
     X = np.asarray(points, np.float64).copy()
@@ -122,18 +128,22 @@ def bundle_adjust(
         raise ValueError(f"bundle_adjust: needs >= 2 frames and observations, got {K} frames and {n} observations")
     logf = float(np.log(focal))
     k1 = float(k1)
-    shared = int(refine_focal) + int(radial)
-    nc = 6 * (K - 1) + shared  # camera block: (dtheta, dC) per frame 1.., then log f, k1
+    c = np.asarray(principal, np.float64).copy()
+    shared = int(refine_focal) + int(radial) + 2 * int(refine_principal)
+    nc = 6 * (K - 1) + shared  # camera block: (dtheta, dC) per frame 1.., then log f, k1, cx, cy
+    i_f = 6 * (K - 1)  # columns of the shared intrinsics that are refined
+    i_k = i_f + int(refine_focal)
+    i_c = i_k + int(radial)
 
-    def evaluate(R, C, logf, k1, X):
+    def evaluate(R, C, logf, k1, c, X):
         Xc = np.einsum("nij,nj->ni", R[frame], X[point] - C[frame])
         if np.any(Xc[:, 2] <= min_depth):
             return None, None
         m = Xc[:, :2] / Xc[:, 2:3]
-        r = np.exp(logf) * (1.0 + k1 * np.sum(m**2, -1, keepdims=True)) * m + np.asarray(principal)[None] - xy
+        r = np.exp(logf) * (1.0 + k1 * np.sum(m**2, -1, keepdims=True)) * m + c[None] - xy
         return r, Xc
 
-    r, Xc = evaluate(R, C, logf, k1, X)
+    r, Xc = evaluate(R, C, logf, k1, c, X)
     if r is None:
         raise ValueError("bundle_adjust: an observed point lies behind its camera at the start")
     norms = np.linalg.norm(r, axis=1)
@@ -161,6 +171,8 @@ def bundle_adjust(
             extra.append(f * g[:, None] * m)  # d r / d log f
         if radial:
             extra.append(f * rho2[:, None] * m)  # d r / d k1
+        if refine_principal:
+            extra += [np.broadcast_to(np.array([1.0, 0.0]), (n, 2)), np.broadcast_to(np.array([0.0, 1.0]), (n, 2))]  # d r / d (cx, cy)
         Jcam = np.concatenate([dproj @ (-_skew(Xc)), -dproj @ Rn] + [e[..., None] for e in extra], -1)  # (n, 2, 6 + shared)
         J_p = dproj @ Rn
         w = _huber_weights(norms, huber_px)
@@ -205,29 +217,35 @@ def bundle_adjust(
             R_new[1:] = Rotation.from_rotvec(dcam[:, :3]).as_matrix() @ R[1:]
             C_new = C.copy()
             C_new[1:] = C[1:] + dcam[:, 3:]
-            logf_new = logf + (dc[6 * (K - 1)] if refine_focal else 0.0)
-            k1_new = k1 + (dc[-1] if radial else 0.0)
+            logf_new = logf + (dc[i_f] if refine_focal else 0.0)
+            k1_new = k1 + (dc[i_k] if radial else 0.0)
+            c_new = c + dc[i_c : i_c + 2] if refine_principal else c
             X_new = X + dp
-            r_new, Xc_new = evaluate(R_new, C_new, logf_new, k1_new, X_new)
+            r_new, Xc_new = evaluate(R_new, C_new, logf_new, k1_new, c_new, X_new)
             if r_new is not None:
                 norms_new = np.linalg.norm(r_new, axis=1)
                 cost_new = _huber_cost(norms_new, huber_px)
                 if cost_new < cost:
                     rel = (cost - cost_new) / max(cost, 1e-300)
-                    R, C, logf, k1, X, r, Xc, norms, cost = R_new, C_new, logf_new, k1_new, X_new, r_new, Xc_new, norms_new, cost_new
+                    R, C, logf, k1, c, X, r, Xc, norms, cost = R_new, C_new, logf_new, k1_new, c_new, X_new, r_new, Xc_new, norms_new, cost_new
                     lam = max(lam / 10, 1e-9)
                     improved = True
                     break
             lam *= 10
         if not improved or rel < tol:
             break
-    focal_std = 0.0
-    if refine_focal:  # the focal's marginal standard deviation (relative) at the solution
+    focal_std, principal_std = 0.0, (0.0, 0.0)
+    dof = max(2 * n - nc - 3 * P, 1)
+    sigma2 = float(np.sum(_huber_weights(norms, huber_px) * norms**2)) / dof
+    if refine_focal or refine_principal:  # marginal standard deviations at the solution
         Hcc, Hcp, Hpp, _, _ = linearise(R, logf, k1, Xc, r, norms)
         Dinv = _block_diag(np.linalg.inv(Hpp + 1e-12 * np.eye(3)[None]))
         S = Hcc - (Hcp @ Dinv @ Hcp.T).toarray()
-        dof = max(2 * n - nc - 3 * P, 1)
-        sigma2 = float(np.sum(_huber_weights(norms, huber_px) * norms**2)) / dof
-        # pinv: the scale gauge is free (a null direction of S without a focal component)
-        focal_std = float(np.sqrt(max(np.linalg.pinv(S, rcond=1e-10, hermitian=True)[6 * (K - 1), 6 * (K - 1)] * sigma2, 0.0)))
-    return BundleResult(R, C, float(np.exp(logf)) if refine_focal else float(focal), X, norms, it, float(np.sqrt(2 * initial / n)), float(np.sqrt(2 * cost / n)), k1, focal_std)
+        # pinv: the scale gauge is free (a null direction of S without an intrinsics component)
+        cov = np.linalg.pinv(S, rcond=1e-10, hermitian=True) * sigma2
+        if refine_focal:
+            focal_std = float(np.sqrt(max(cov[i_f, i_f], 0.0)))
+        if refine_principal:
+            principal_std = (float(np.sqrt(max(cov[i_c, i_c], 0.0))), float(np.sqrt(max(cov[i_c + 1, i_c + 1], 0.0))))
+    return BundleResult(R, C, float(np.exp(logf)) if refine_focal else float(focal), X, norms, it, float(np.sqrt(2 * initial / n)), float(np.sqrt(2 * cost / n)), k1, focal_std,
+                        (float(c[0]), float(c[1])), principal_std, sigma2)

@@ -63,6 +63,34 @@ def test_run_sfm_solves_large_frames_at_max_size_and_answers_in_input_pixels(ren
     assert given.ok and given.focal == pytest.approx(f_true, rel=1e-12)
 
 
+def test_run_sfm_finds_an_off_centre_principal_point(rendered_clip):
+    """The rendered clip cropped by 24 rows at the top and 16 columns at the left: its principal
+    point sits at (144, 96), 8 and 12 px from the crop's centre. The solver's likelihood-ratio test
+    keeps the refined principal point, which lands within 3 px of the truth, and the poses and
+    focal are better than those of the centred model (principal_lrt=inf). On the uncropped clip
+    the test keeps the centre (test_run_sfm_solves_large_frames_at_max_size...)."""
+    from flow3r_jax.eval.metrics.pose_angular import relative_pose_errors
+    from flow3r_jax.flowmap.metrics import trajectory_errors
+    from flow3r_jax.sfm import run_sfm
+
+    clip = rendered_clip
+    K = np.asarray(clip["intrinsics"])[0]
+    true_c = np.array([K[0, 2] - 16.0, K[1, 2] - 24.0])  # +0.5 convention, like the solver's
+    images = np.ascontiguousarray(np.asarray(clip["images"])[:, 24:, 16:])
+    gt = np.asarray(clip["poses"], np.float64)
+    found = run_sfm(images)
+    centred = run_sfm(images, principal_lrt=np.inf)
+    assert found.ok and centred.ok, (found.reason, centred.reason)
+    assert found.info["principal_test"]["kept"] and found.info["principal_test"]["lrt"] > 27.6
+    assert centred.principal == (152.0, 108.0) and "principal_test" not in centred.info
+    assert np.all(np.abs(np.asarray(found.principal) - true_c) < 3.0), (found.principal, true_c)
+    np.testing.assert_allclose(found.intrinsics[:2, 2], found.principal)
+    rot = [relative_pose_errors(r.poses, gt)[0].mean() for r in (found, centred)]
+    ate = [trajectory_errors(r.poses, gt)["ate_rel"] for r in (found, centred)]
+    focal = [abs(r.focal / K[0, 0] - 1) for r in (found, centred)]
+    assert rot[0] < 0.7 * rot[1] and ate[0] < 0.7 * ate[1] and focal[0] < 0.7 * focal[1], (rot, ate, focal)
+
+
 @pytest.mark.slow
 def test_run_sfm_never_answers_a_wrong_focal_on_the_demo_orbit(tmp_path):
     """The project's demo video (a 16-frame orbit, 160x224, through an MP4 encoder): the
