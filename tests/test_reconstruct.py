@@ -208,6 +208,66 @@ def test_poses_and_focal_from_the_sparse_solver(tmp_path):
     assert len(world) > 20 and np.median(nearest / d["depth"][0][r, c]) < 0.01
 
 
+def test_an_off_centre_principal_point_reaches_every_output(tmp_path):
+    """A rendered clip cropped 24 rows and 16 columns off centre (principal point 8 and 12 px from
+    the crop's centre) through the defaults: the solver's test keeps the refined principal point,
+    cameras.json, the COLMAP model and transforms.json carry it (within 3 px of the truth, fx = fy),
+    the exported points project with those intrinsics onto the pixels they were seen at, and the
+    depth triangulated with them matches the clip's exact depth."""
+    from PIL import Image
+
+    from data_pipelines.synthetic import SceneConfig, generate_clip
+    from flow3r_jax.data.frames import resize_to_grid, uniform_grid
+    from flow3r_jax.export.formats import read_colmap_model
+
+    clip = generate_clip(SceneConfig(height=240, width=320, frames=10, dynamic=False, preset="handheld", kind="room", offsets=(1,), flow_px=(4.0, 8.0)), seed=2)
+    K = np.asarray(clip["intrinsics"])[0]
+    true_c = np.array([K[0, 2] - 16.0, K[1, 2] - 24.0])  # input pixels, top-left pixel centre at (0.5, 0.5)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for k, im in enumerate(clip["images"]):
+        Image.fromarray(np.asarray(im)[24:, 16:]).save(folder / f"{k:03d}.png")
+    out = str(tmp_path / "out")
+    assert main(["--input", str(folder), "--out", out, "--no-progress"]) == 0
+    with open(os.path.join(out, "cameras.json")) as f:
+        doc = json.load(f)
+    assert (doc["height"], doc["width"]) == (216, 304)
+    assert doc["run"]["sfm"]["principal_test"]["kept"], doc["run"]["sfm"]["principal_test"]
+    first = doc["frames"][0]
+    assert first["fx"] == pytest.approx(first["fy"], rel=1e-9)
+    assert np.all(np.abs(np.array([first["cx"], first["cy"]]) - true_c) < 3.0), (first["cx"], first["cy"], true_c)
+    assert all((fr["cx"], fr["cy"]) == (first["cx"], first["cy"]) for fr in doc["frames"])
+    with open(os.path.join(out, "transforms.json")) as f:
+        tr = json.load(f)
+    assert (tr["fl_x"], tr["fl_y"], tr["cx"], tr["cy"]) == (first["fx"], first["fy"], first["cx"], first["cy"])
+    model = read_colmap_model(os.path.join(out, "sparse", "0"))
+    (_, w, h, params), = model["cameras"].values()
+    np.testing.assert_allclose(params, [first["fx"], first["fy"], first["cx"], first["cy"]], rtol=1e-6)
+    Kx = np.array([[first["fx"], 0, first["cx"]], [0, first["fy"], first["cy"]], [0, 0, 1]])
+    d = np.load(os.path.join(out, "depth.npz"))
+    depth = d["depth"]
+    errors, depth_err = [], []
+    for name, _, c2w, xy, pids in model["images"].values():
+        k = int(os.path.splitext(name)[0])
+        for (x, y), pid in list(zip(xy, pids))[:100]:
+            Xc = (np.linalg.inv(c2w) @ np.append(model["points3D"][int(pid)][0], 1.0))[:3]
+            errors.append(np.linalg.norm((Kx @ Xc)[:2] / Xc[2] - (x, y)))
+            col, row = np.floor(np.array([x, y]) * d["scale"] - d["offset"]).astype(int)  # input pixels -> grid cell
+            depth_err.append(abs(depth[k, row, col] / Xc[2] - 1.0))
+    # the points are the depth maps unprojected with these intrinsics: they project back onto the
+    # pixels they came from, at the depth of their cell
+    assert len(errors) > 100 and np.median(errors) < 0.5, np.median(errors)
+    assert np.median(depth_err) < 1e-3, np.median(depth_err)
+    grid = uniform_grid(216, 304, depth.shape[1:])
+    gt = resize_to_grid(np.asarray(clip["depth"], np.float32)[:, 24:, 16:], grid)
+    surface = resize_to_grid(np.asarray(clip["valid"], np.float32)[:, 24:, 16:], grid) > 0.99
+    known = surface & (depth > 0)
+    assert known.sum() > 0.95 * surface.sum()
+    ratio = depth[known] / gt[known]
+    ratio *= 1.0 / np.median(ratio)
+    assert np.mean(np.abs(ratio - 1.0)) < 0.06, np.mean(np.abs(ratio - 1.0))
+
+
 def test_steps_0_on_a_clip_the_solver_refuses(tmp_path, capsys):
     """--steps 0 has no FlowMap to fall back on: a clip without texture is refused with the
     solver's reason and nothing is written."""
