@@ -54,6 +54,7 @@ def rng():
 _LONGEST_FIRST = (
     "tests/launch/test_quickstart.py",
     "tests/test_reconstruct.py",
+    "tests/test_reconstruct_sfm.py",
     "tests/train/test_step.py",
     "tests/train/test_preemption.py",
     "tests/train/test_multiprocess.py",

@@ -13,7 +13,8 @@ The start is the pair's own solution that most pairs agree with (within `max_px`
 both cameras; then the smallest summed error), so that one wrong pair does not bias it; then the
 weighted least-squares solution over the pair set, re-solved `iterations` times with each pair
 weighted by (f / z_j)^2 (residuals in pixels of frame j) where it reprojects within `max_px` and
-lies in front of both cameras, and 0 where it does not (occlusions, flow failures). A pixel with no consistent pair, or a non-positive depth, gets depth 0 (unknown).
+lies in front of both cameras, and 0 where it does not (occlusions, flow failures). A pixel with
+no consistent pair, or a non-positive depth, gets depth 0 (unknown).
 The uncertainty grows where the pairs' parallax is small (A ~ 0: far points, the epipole of a
 forward motion); the weights already give such pairs little say.
 """
