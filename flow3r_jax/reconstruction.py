@@ -94,6 +94,12 @@ SFM_MODES = ("auto", "off")
 DENSE_MODES = ("flow", "flowmap")
 
 
+# The sparse solver's focal standard deviation (track-clustered, `BundleResult.focal_std_robust`)
+# above which `reconstruct` warns: on 57 rendered 10-frame clips (benchmarks/sfm_seeds.py) the
+# three above 4% were 5-19% off, those below 3% at most 4%.
+FOCAL_STD_WARN_PCT = 3.0
+
+
 def solve_sparse(frames: np.ndarray, focal) -> tuple:
     """(result or None, info): `flow3r_jax.sfm.run_sfm` on the input frames (a given focal held
     fixed; a focal mode string: estimated); None with the reason logged where it refuses the
@@ -110,10 +116,13 @@ def solve_sparse(frames: np.ndarray, focal) -> tuple:
     if result.ok:
         rp = result.info["reprojection_px"]
         log.info(
-            "sfm (%s route): %d frames, %d of %d pairs verified, %d tracks, focal %.1f px (%s), reprojection median %.2f px (%.1f s)",
+            "sfm (%s route): %d frames, %d of %d pairs verified, %d tracks, focal %.1f px +- %.1f%% (%s), reprojection median %.2f px (%.1f s)",
             result.info["route"], len(frames), result.info["pairs_verified"], result.info["pairs_tried"], result.info["tracks"], result.focal,
-            result.info["focal_source"], rp["median"], info["seconds"],
+            result.info.get("focal_std_pct", 0.0), result.info["focal_source"], rp["median"], info["seconds"],
         )
+        if result.info.get("focal_std_pct", 0.0) > FOCAL_STD_WARN_PCT:
+            log.warning("sfm: this clip determines the focal length poorly (standard deviation %.1f%%); the poses and depth inherit its error. "
+                        "If you know the focal length, give it (--focal PIXELS)", result.info["focal_std_pct"])
         return result, info
     log.warning("sfm: not used (%s); keeping FlowMap's poses (%.1f s)", result.reason, info["seconds"])
     return None, info

@@ -43,6 +43,11 @@ class BundleResult:
     principal: tuple = (0.0, 0.0)  # (cx, cy) pixels: as given unless refined
     principal_std: tuple = (0.0, 0.0)  # marginal standard deviations of cx, cy, pixels (0 unless refined)
     sigma2: float = 0.0  # residual variance per coordinate (weighted squared residuals / degrees of freedom), pixels^2
+    # The same marginal standard deviations without assuming independent, equal noise on every
+    # observation: the sandwich H^-1 M H^-1 with M summed over tracks (a track's observations may
+    # share their errors; noise may differ between tracks), scaled by 2n / dof like sigma2.
+    focal_std_robust: float = 0.0
+    principal_std_robust: tuple = (0.0, 0.0)
 
 
 def _skew(v: np.ndarray) -> np.ndarray:
@@ -153,8 +158,9 @@ def bundle_adjust(
     it = 0
     movable = frame > 0
     col0 = 6 * (frame - 1)  # first camera column of each observation (frame 0 has none)
-    def linearise(R, logf, k1, Xc, r, norms):
-        """The damped system's parts at a state: Hcc, Hcp (sparse), Hpp (P, 3, 3), gc, gp."""
+    def linearise(R, logf, k1, Xc, r, norms, parts: bool = False):
+        """The damped system's parts at a state: Hcc, Hcp (sparse), Hpp (P, 3, 3), gc, gp (and,
+        with parts, the per-observation camera gradients, camera-point blocks and columns)."""
         f = np.exp(logf)
         z = Xc[:, 2]
         m = Xc[:, :2] / z[:, None]  # normalised coordinates
@@ -193,6 +199,8 @@ def bundle_adjust(
         cols_i = np.broadcast_to(3 * point[:, None, None] + np.arange(3)[None, None], rows_i.shape)
         ok = rows_i >= 0
         Hcp = csr_matrix((JcJp[ok], (rows_i[ok], cols_i[ok])), shape=(nc, 3 * P))
+        if parts:
+            return Hcc, Hcp, Hpp, gc, gp, (gcam, JcJp, cols)
         return Hcc, Hcp, Hpp, gc, gp
 
     for it in range(1, iterations + 1):
@@ -234,18 +242,30 @@ def bundle_adjust(
             lam *= 10
         if not improved or rel < tol:
             break
-    focal_std, principal_std = 0.0, (0.0, 0.0)
+    focal_std, principal_std, focal_std_robust, principal_std_robust = 0.0, (0.0, 0.0), 0.0, (0.0, 0.0)
     dof = max(2 * n - nc - 3 * P, 1)
     sigma2 = float(np.sum(_huber_weights(norms, huber_px) * norms**2)) / dof
     if refine_focal or refine_principal:  # marginal standard deviations at the solution
-        Hcc, Hcp, Hpp, _, _ = linearise(R, logf, k1, Xc, r, norms)
-        Dinv = _block_diag(np.linalg.inv(Hpp + 1e-12 * np.eye(3)[None]))
+        Hcc, Hcp, Hpp, _, gp, (gcam, JcJp, cols) = linearise(R, logf, k1, Xc, r, norms, parts=True)
+        Hpp_inv = np.linalg.inv(Hpp + 1e-12 * np.eye(3)[None])
+        Dinv = _block_diag(Hpp_inv)
         S = Hcc - (Hcp @ Dinv @ Hcp.T).toarray()
         # pinv: the scale gauge is free (a null direction of S without an intrinsics component)
-        cov = np.linalg.pinv(S, rcond=1e-10, hermitian=True) * sigma2
+        Sp = np.linalg.pinv(S, rcond=1e-10, hermitian=True)
+        cov = Sp * sigma2
+        idx = ([i_f] if refine_focal else []) + ([i_c, i_c + 1] if refine_principal else [])
+        A = np.vstack([Sp[:, idx], np.zeros((1, len(idx)))])
+        a_n = A[np.where(cols >= 0, cols, nc)]  # (n, m, q)
+        s_n = np.einsum("nmq,nm->nq", a_n, gcam)
+        v_n = np.einsum("nmq,nmk->nqk", a_n, JcJp)
+        s_t = _sum_by(point, s_n, P) - np.einsum("pqk,pk->pq", _sum_by(point, v_n, P), np.einsum("pij,pj->pi", Hpp_inv, gp))
+        reduced = 2 * n - 3 * P  # what the points leave: the cameras' share of the fit scales the meat
+        robust = np.sqrt(np.maximum(np.diag(s_t.T @ s_t) * reduced / max(reduced - nc, 1), 0.0))
         if refine_focal:
             focal_std = float(np.sqrt(max(cov[i_f, i_f], 0.0)))
+            focal_std_robust = float(robust[0])
         if refine_principal:
             principal_std = (float(np.sqrt(max(cov[i_c, i_c], 0.0))), float(np.sqrt(max(cov[i_c + 1, i_c + 1], 0.0))))
+            principal_std_robust = (float(robust[-2]), float(robust[-1]))
     return BundleResult(R, C, float(np.exp(logf)) if refine_focal else float(focal), X, norms, it, float(np.sqrt(2 * initial / n)), float(np.sqrt(2 * cost / n)), k1, focal_std,
-                        (float(c[0]), float(c[1])), principal_std, sigma2)
+                        (float(c[0]), float(c[1])), principal_std, sigma2, focal_std_robust, principal_std_robust)

@@ -109,9 +109,12 @@ def rendered_clip():
 
 
 def test_run_sfm_routes_on_a_rendered_orbit(rendered_clip):
-    """route="incremental" solves the rendered orbit; route="auto" falls back to it where the
-    global start is refused (here forced: a 0.001-degree rotation threshold keeps almost no pair),
-    and says why; route="global" with the same threshold refuses."""
+    """route="incremental" solves the rendered orbit; route="auto" with a global start that keeps
+    almost no pair (forced: a 0.001-degree rotation threshold) also runs the incremental route
+    on this 10-frame clip and ends with the better of the two, saying why; route="global" with
+    the same threshold answers with its own route alone, right or refused. (Which of the two the
+    global route does depends on the frames' last bits: under the suite's XLA flags its
+    adjustment fails the two-view check, without them it passes and wins on the fit.)"""
     from flow3r_jax.flowmap.metrics import trajectory_errors
     from flow3r_jax.sfm import run_sfm
 
@@ -119,21 +122,31 @@ def test_run_sfm_routes_on_a_rendered_orbit(rendered_clip):
     images = np.asarray(clip["images"])
     f_true = float(clip["intrinsics"][0][0, 0])
     gt = np.asarray(clip["poses"], np.float64)
+
+    def accurate(res):
+        err = trajectory_errors(res.poses, gt)
+        return err["rot_err_deg"] < 0.3 and err["ate_rel"] < 0.02 and abs(res.focal - f_true) / f_true < 0.02
+
     inc = run_sfm(images, route="incremental")
     assert inc.ok, inc.reason
     assert inc.info["route"] == "incremental" and "global_failure" not in inc.info
-    err = trajectory_errors(inc.poses, gt)
-    assert err["rot_err_deg"] < 0.3 and err["ate_rel"] < 0.02, err
-    assert abs(inc.focal - f_true) / f_true < 0.02
+    assert accurate(inc), trajectory_errors(inc.poses, gt)
     assert np.allclose(inc.poses[0], np.eye(4))  # frame 0 is the gauge whichever pair started
 
     auto = run_sfm(images, rotation_thresholds=(0.001,))
-    assert auto.ok and auto.info["route"] == "incremental", auto.reason
-    assert "averaged rotations" in auto.info["global_failure"]
-    np.testing.assert_allclose(auto.poses, inc.poses, atol=1e-6)
+    assert auto.ok and accurate(auto), auto.reason
+    assert "agree with the averaged rotations" in auto.info["low_agreement"]
+    if "compared" in auto.info:  # both routes answered: the lower median reprojection error won
+        compared = auto.info["compared"]
+        medians = (compared["global_median_px"], compared["incremental_median_px"])
+        assert compared["chosen"] == auto.info["route"] == ("global" if medians[0] <= medians[1] else "incremental"), compared
+    else:  # the global route failed its checks: the incremental route's answer, and why
+        assert auto.info["route"] == "incremental" and "after bundle adjustment" in auto.info["global_failure"], auto.info
+        np.testing.assert_allclose(auto.poses, inc.poses, atol=1e-6)
 
     glob = run_sfm(images, rotation_thresholds=(0.001,), route="global")
-    assert not glob.ok and glob.info["route"] == "global"
+    assert glob.info["route"] == "global" and "compared" not in glob.info
+    assert (not glob.ok and glob.reason) or accurate(glob)
     with pytest.raises(ValueError, match="route"):
         run_sfm(images, route="sideways")
 
@@ -204,3 +217,32 @@ def test_incremental_route_refuses_a_camera_that_only_rotates():
     res = run_sfm(frames)
     assert not res.ok and res.info["route"] == "incremental" and "parallax" in res.reason, res.reason
     assert res.info["pairs_verified"] >= 5  # matched and verified: refused for the geometry, not for lack of matches
+
+
+
+def test_a_short_clip_whose_pairwise_rotations_disagree_runs_both_routes():
+    """Where fewer than half of the verified pairs agree with the averaged rotations (here forced
+    on a rendered orbit by a 0.1-degree threshold: 9-10 of 45 agree), a clip of <= 40 frames runs
+    the global route's adjustment and the incremental route, and keeps the better fit (the lower
+    median reprojection error), saying so. The case that asked for it: a rendered 10-frame
+    handheld clip of small baselines (seed 4 of benchmarks/sfm_seeds.py), 17 of 45 pairs
+    agreeing, went to the incremental route alone (11.8% ATE, 0.66 deg, focal 5.3% off) where
+    the global route's fit was better (median 0.054 vs 0.096 px) and its answer right (0.03 deg,
+    0.6%); that clip's frames change in the last bits under the suite's XLA flags, and with them
+    its outcome, so it is not the test."""
+    from data_pipelines.synthetic import SceneConfig, generate_clip
+    from flow3r_jax.flowmap.metrics import trajectory_errors
+    from flow3r_jax.sfm import run_sfm
+
+    clip = generate_clip(SceneConfig(height=240, width=320, frames=10, dynamic=False, preset="orbit", kind="room", offsets=(1,), flow_px=(4.0, 8.0)), seed=2)
+    f_true = float(clip["intrinsics"][0][0, 0])
+    res = run_sfm(np.asarray(clip["images"]), rotation_thresholds=(0.1,))
+    assert res.ok, res.reason
+    assert "agree with the averaged rotations" in res.info["low_agreement"]
+    compared = res.info["compared"]
+    medians = (compared["global_median_px"], compared["incremental_median_px"])
+    assert compared["chosen"] == res.info["route"] == ("global" if medians[0] <= medians[1] else "incremental"), compared
+    assert res.info["reprojection_px"]["median"] == min(medians)
+    err = trajectory_errors(res.poses, np.asarray(clip["poses"], np.float64))
+    assert err["rot_err_deg"] < 0.3 and err["ate_rel"] < 0.02, err
+    assert abs(res.focal - f_true) / f_true < 0.02
