@@ -247,8 +247,9 @@ def run_flowmap(
     `focal`: how the focal length is found (`_known_focal`: "auto", "softmin", "rotation" or
     pixels of the input frames).
     `sfm`: "auto" (default) first runs the sparse solver (`flow3r_jax.sfm`) on the input frames;
-    where it succeeds, its poses and focal are the result (FlowMap then runs with that focal held
-    fixed and supplies the depth maps, rescaled per frame to the sparse points); "off": FlowMap's.
+    where it succeeds, its poses and focal are the result (FlowMap then runs with that focal and
+    principal point held fixed and supplies the depth maps, rescaled per frame to the sparse
+    points); "off": FlowMap's.
     `sfm_result`: the solver's (result or None, info) when the caller ran it already.
     `base_depth` (K, h', w') on `base_grid` (a feed-forward result's): the depth to refine.
     `stop`: asked between the stages (raising Interrupted before the first step) and between
@@ -287,13 +288,15 @@ def run_flowmap(
     if base_depth is not None:
         on_input = grid_to_input(base_depth, base_grid) if base_grid is not None else _resize_maps(base_depth, (H0, W0))
         base_depth = np.maximum(resize_to_grid(on_input, grid), 1e-3)
-    if sparse is not None:  # FlowMap runs with the sparse solver's focal, held fixed
+    principal = None
+    if sparse is not None:  # FlowMap runs with the sparse solver's focal and principal point, held fixed
         f = sparse.focal * grid.scale / math.sqrt(h * w)
-        known, focal_info = f, dict(mode="sfm", focal_px_input=sparse.focal)
-        log.info("focal: the sparse solver's, %.1f px on the input frames (%.4f f_px/sqrt(HW))", sparse.focal, f)
+        principal = grid.intrinsics_from_input(sparse.intrinsics)[:2, 2]
+        known, focal_info = f, dict(mode="sfm", focal_px_input=sparse.focal, principal_px_model=[round(float(v), 3) for v in principal])
+        log.info("focal: the sparse solver's, %.1f px on the input frames (%.4f f_px/sqrt(HW)), principal point (%.1f, %.1f) on FlowMap's grid", sparse.focal, f, *principal)
     else:
         known, focal_info = _known_focal(focal, flow_fw, flow_bw, grid)
-    inputs = make_scene_inputs(small, flow_fw, flow_bw, tracks=tracks, base_depth=base_depth, focal=known)
+    inputs = make_scene_inputs(small, flow_fw, flow_bw, tracks=tracks, base_depth=base_depth, focal=known, principal=principal)
     fields = dict(flowmap or {}, steps=steps, progress_every=0)
     if explicit:
         cfg = FlowMapConfig.explicit_depth(**fields)

@@ -150,6 +150,35 @@ def test_an_off_centre_principal_point_reaches_every_output(tmp_path):
     assert np.mean(np.abs(ratio - 1.0)) < 0.06, np.mean(np.abs(ratio - 1.0))
 
 
+@pytest.mark.slow
+def test_flowmap_depth_uses_the_solvers_principal_point(tmp_path):
+    """--dense flowmap on the clip cropped off centre: FlowMap's per-scene optimisation runs with
+    the solver's focal and principal point (on its own grid: the exported cx, cy mapped there),
+    so the depth it supplies was computed with the camera the outputs carry."""
+    from PIL import Image
+
+    from data_pipelines.synthetic import SceneConfig, generate_clip
+
+    clip = generate_clip(SceneConfig(height=240, width=320, frames=10, dynamic=False, preset="handheld", kind="room", offsets=(1,), flow_px=(4.0, 8.0)), seed=2)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for k, im in enumerate(clip["images"]):
+        Image.fromarray(np.asarray(im)[24:, 16:]).save(folder / f"{k:03d}.png")
+    out = str(tmp_path / "out")
+    assert main(["--input", str(folder), "--out", out, "--no-progress", "--dense", "flowmap", "--steps", "2", "--pixels", "3072"]) == 0
+    with open(os.path.join(out, "cameras.json")) as f:
+        doc = json.load(f)
+    assert doc["run"]["poses_from"] == "sfm" and doc["run"]["sfm"]["principal_test"]["kept"]
+    first = doc["frames"][0]
+    d = np.load(os.path.join(out, "depth.npz"))
+    on_grid = np.array([first["cx"], first["cy"]]) * d["scale"] - d["offset"]
+    used = doc["run"]["focal_init"]["principal_px_model"]
+    np.testing.assert_allclose(used, on_grid, atol=1e-2)
+    h, w = d["depth"].shape[1:]
+    assert np.abs(on_grid - (w / 2, h / 2)).max() > 1.0  # off the grid's centre: the check has teeth
+
+
+
 def test_steps_0_on_a_clip_the_solver_refuses(tmp_path, capsys):
     """--steps 0 has no FlowMap to fall back on: a clip without texture is refused with the
     solver's reason and nothing is written."""

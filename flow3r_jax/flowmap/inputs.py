@@ -51,6 +51,7 @@ class SceneInputs(NamedTuple):
     base_depth: jax.Array | None = None
     focal: jax.Array | None = None
     valid_bw: jax.Array | None = None
+    principal: jax.Array | None = None  # (2,) pixels (+0.5 convention); None: the image centre
 
     @property
     def num_frames(self) -> int:
@@ -96,6 +97,7 @@ def make_scene_inputs(
     tracks=None,
     base_depth=None,
     focal=None,
+    principal=None,
 ) -> SceneInputs:
     """Validates and assembles one scene.
 
@@ -104,6 +106,8 @@ def make_scene_inputs(
     None (all ones), or a (mask_fw, mask_bw) pair of (F-1, H, W) arrays (bool or float).
     tracks: None or (xy (F, M, 2), visible (F, M)), e.g. `flow3r_jax.correspondence.tracks.Tracks`.
     focal: a known focal length in FlowMap units (f_px / sqrt(H W)), or None to estimate it.
+    principal: a known principal point (cx, cy) in pixels of these frames (+0.5 convention; the
+    sparse solver's where it moved it off centre), with a known focal only; None: (W/2, H/2).
     """
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3:
@@ -142,8 +146,15 @@ def make_scene_inputs(
         if not (math.isfinite(focal) and focal > 0):
             raise InputError(f"SceneInputs.focal: must be positive, got {focal!r}")
         focal = jnp.asarray(focal, jnp.float32)
+    if principal is not None:
+        principal = np.asarray(principal, np.float64)
+        if focal is None:
+            raise InputError("SceneInputs.principal: a known principal point needs a known focal (FlowMap's focal search assumes the centre)")
+        if principal.shape != (2,) or not np.all(np.isfinite(principal)) or not (0 <= principal[0] <= W and 0 <= principal[1] <= H):
+            raise InputError(f"SceneInputs.principal: expected (cx, cy) inside the {W}x{H} frame, got {principal.tolist()}")
+        principal = jnp.asarray(principal, jnp.float32)
     valid_bw = procrustes_validity(flow_fw, flow_bw)
-    return SceneInputs(images, flow_fw, flow_bw, mask_fw, mask_bw, track_xy, track_visible, base_depth, focal, valid_bw)
+    return SceneInputs(images, flow_fw, flow_bw, mask_fw, mask_bw, track_xy, track_visible, base_depth, focal, valid_bw, principal)
 
 
 def consecutive_flows(pairs: np.ndarray, flows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

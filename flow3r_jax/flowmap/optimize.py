@@ -234,6 +234,8 @@ def forward(
         focal = soft = _softmin(model, cfg, st, depth, features, inputs, step_key, valid)
 
     K = intrinsics_from_normalized_focal(focal, H, W)
+    if inputs.principal is not None:  # a known principal point (with a known focal)
+        K = K.at[..., 0, 2].set(inputs.principal[0]).at[..., 1, 2].set(inputs.principal[1])
     points = unproject_depth(depth, K)
     rel = relative_poses(points, inputs.flow_bw, weights, proc_idx)
     poses = poses_from_relative(rel)
