@@ -60,7 +60,8 @@ def run_solver(frames: np.ndarray, clip: dict) -> dict:
         return dict(ok=False, reason=result.reason, seconds=seconds)
     out = score(clip["names"], dict(zip(clip["names"], result.poses)), result.focal, clip)
     out.update(ok=True, seconds=seconds, route=result.info.get("route"), focal_std_pct=result.info.get("focal_std_pct"),
-               focal_signed_pct=100.0 * (result.focal - clip["focal"]) / clip["focal"])
+               focal_signed_pct=100.0 * (result.focal - clip["focal"]) / clip["focal"], compare_reason=result.info.get("compare_reason"),
+               compared=result.info.get("compared"))
     return out
 
 
