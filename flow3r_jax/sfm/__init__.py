@@ -359,8 +359,9 @@ def run_sfm(
     if not result.ok:
         result.reason = info["reason"] = f"{first}after incremental registration: {result.reason}"
     if compare is not None:
-        # Both routes ran (a short clip whose pairwise rotations mostly disagree): the lower
-        # median reprojection error wins (the same matches; the clips of the module docstring).
+        # Both routes ran (a short clip whose pairwise rotations mostly disagree, or whose global
+        # adjustment stopped at its limit): the lower median reprojection error wins (the same
+        # matches; the clips of the module docstring).
         medians = dict(global_=compare.info["reprojection_px"]["median"], incremental=result.info["reprojection_px"]["median"] if result.ok else None)
         winner = result if result.ok and medians["incremental"] < medians["global_"] else compare
         winner.info["compared"] = dict(global_median_px=medians["global_"], incremental_median_px=medians["incremental"] if result.ok else f"failed: {result.reason}",
