@@ -219,7 +219,6 @@ def test_incremental_route_refuses_a_camera_that_only_rotates():
     assert res.info["pairs_verified"] >= 5  # matched and verified: refused for the geometry, not for lack of matches
 
 
-
 @pytest.fixture(scope="module")
 def orbit_2():
     from data_pipelines.synthetic import SceneConfig, generate_clip
@@ -252,7 +251,6 @@ def test_a_short_clip_whose_pairwise_rotations_disagree_runs_both_routes(orbit_2
     err = trajectory_errors(res.poses, np.asarray(clip["poses"], np.float64))
     assert err["rot_err_deg"] < 0.3 and err["ate_rel"] < 0.02, err
     assert abs(res.focal - f_true) / f_true < 0.02
-
 
 
 def test_a_global_adjustment_stopped_at_its_limit_is_compared_with_the_incremental_route(orbit_2):
