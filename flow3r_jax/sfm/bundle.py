@@ -45,7 +45,9 @@ class BundleResult:
     sigma2: float = 0.0  # residual variance per coordinate (weighted squared residuals / degrees of freedom), pixels^2
     # The same marginal standard deviations without assuming independent, equal noise on every
     # observation: the sandwich H^-1 M H^-1 with M summed over tracks (a track's observations may
-    # share their errors; noise may differ between tracks), scaled by 2n / dof like sigma2.
+    # share their errors; noise may differ between tracks), scaled by (2n - 3P) / (2n - 3P - camera
+    # unknowns): the residuals have lost the cameras' share of the fit (the points' share is
+    # already profiled out of each track's gradient).
     focal_std_robust: float = 0.0
     principal_std_robust: tuple = (0.0, 0.0)
 
@@ -262,6 +264,8 @@ def bundle_adjust(
         # pinv: the scale gauge is free (a null direction of S without an intrinsics component)
         Sp = np.linalg.pinv(S, rcond=1e-10, hermitian=True)
         cov = Sp * sigma2
+        # The sandwich's diagonal without forming it: a = the wanted columns of S^+; a track's
+        # profiled gradient g_t = sum_n Jcam_n^T w r_n - Hcp_t Hpp_t^-1 gp_t; var = sum_t (a . g_t)^2.
         idx = ([i_f] if refine_focal else []) + ([i_c, i_c + 1] if refine_principal else [])
         A = np.vstack([Sp[:, idx], np.zeros((1, len(idx)))])
         a_n = A[np.where(cols >= 0, cols, nc)]  # (n, m, q)
