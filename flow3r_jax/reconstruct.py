@@ -7,9 +7,10 @@ video or an image folder.
 - By default: camera poses and one focal from sparse structure from motion (`flow3r_jax.sfm`:
   SIFT tracks, a global or incremental start, bundle adjustment) and depth maps triangulated from
   the optical flow of frame pairs up to 3 apart with those cameras (`flow3r_jax.sfm.dense`),
-  seconds for a short clip. Where the solver refuses the clip (too little texture or parallax, a
-  camera that only rotates; the reason is logged and kept in cameras.json's run record), FlowMap
-  below gives poses and depth. `--dense flowmap`: FlowMap's depth with the solver's cameras;
+  seconds for a short clip. A camera that only rotates (no parallax: no depth to triangulate) has
+  its rotations and focal from the solver's rotation-only route and its depth maps from FlowMap
+  below (`--steps` steps). Where the solver refuses the clip (too little texture or parallax; the
+  reason is logged and kept in cameras.json's run record), FlowMap gives poses and depth. `--dense flowmap`: FlowMap's depth with the solver's cameras;
   `--sfm off`: FlowMap alone; `--steps 0`: the solver's cameras and sparse points alone.
 - Without `--checkpoint` (or with `--refine`), where FlowMap runs: FlowMap's per-scene optimisation
   (`flow3r_jax.flowmap`), started from the shipped pretrained depth-CNN initialisation
@@ -409,7 +410,10 @@ def reconstruct(
         if sfm == "auto" and dense == "flow" and not explicit:  # the solver's cameras, the flow's depth
             solved = solve_sparse(images, focal)
             stop.check("after the sparse solver")
-            if solved[0] is not None:
+            if solved[0] is not None and solved[0].info.get("route") == "rotation":
+                # A camera that only rotates: no baseline to triangulate the flow from.
+                log.info("reconstruct: the camera only rotates, so depth is not observable; FlowMap's per-scene optimisation gives the depth maps (%d steps) with the solver's cameras", steps)
+            elif solved[0] is not None:
                 rec = run_flow_depth(images, solved, pixels, stop=stop)
             else:
                 log.info("reconstruct: FlowMap's per-scene optimisation for the poses and the depth (%d steps)", steps)

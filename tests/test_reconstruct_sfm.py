@@ -1,7 +1,7 @@
 """`python -m flow3r_jax.reconstruct` on its default path, the sparse solver (`flow3r_jax.sfm`):
 its poses, focal and principal point in every output, depth triangulated from the flow with its
 cameras (`--dense flow`), FlowMap's depth with them (`--dense flowmap`), `--sfm off`, `--steps 0`
-(the solver's points alone) and its refusal of a clip without texture."""
+(the solver's points alone), a camera that only rotates and its refusal of a clip without texture."""
 
 import json
 import os
@@ -212,3 +212,42 @@ def test_a_poorly_determined_focal_is_reported(caplog):
     assert info["focal_std_pct"] > FOCAL_STD_WARN_PCT
     assert abs(result.focal / f_true - 1) > 0.01 * info["focal_std_pct"]  # the error is real, not only the spread
     assert any("determines the focal length poorly" in r.getMessage() and "--focal" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.slow
+def test_a_camera_that_only_rotates(tmp_path):
+    """A clip whose camera only rotates (a rendered pan, its centre held): the solver's
+    rotation-only route gives the poses and focal (every camera centre the same; relative
+    rotations and focal against the clip's exact ones), and FlowMap (2 steps, the solver's focal
+    held) the depth maps, as no baseline triangulates the flow."""
+    import dataclasses
+
+    from PIL import Image
+
+    from data_pipelines.synthetic.clip import build_scene
+    from data_pipelines.synthetic.config import SceneConfig
+    from flow3r_jax.eval.metrics.pose_angular import relative_pose_errors
+
+    H, W = 120, 160
+    scene = build_scene(SceneConfig(height=H, width=W, frames=6, preset="pan", focal=0.8, flow_px=(5.0, 7.0), offsets=(1,)), 1)
+    poses = scene.poses.copy()
+    poses[:, :3, 3] = poses[0, :3, 3]
+    scene = dataclasses.replace(scene, poses=poses, _frames={})
+    folder = tmp_path / "pan"
+    folder.mkdir()
+    for i in range(6):
+        Image.fromarray(scene.render(i)["image"]).save(folder / f"{i:02d}.png")
+    out = str(tmp_path / "out")
+    assert main(["--input", str(folder), "--out", out, "--no-progress", "--steps", "2", "--pixels", str(H * W)]) == 0
+    with open(os.path.join(out, "cameras.json")) as f:
+        doc = json.load(f)
+    run = doc["run"]
+    assert run["poses_from"] == "sfm" and run["sfm"]["route"] == "rotation" and run["backend"] == "flowmap"
+    assert run["focal_init"]["mode"] == "sfm"
+    c2w = np.stack([fr["camera_to_world"] for fr in doc["frames"]])
+    np.testing.assert_allclose(c2w[:, :3, 3], c2w[:1, :3, 3].repeat(6, 0), atol=1e-12)
+    assert relative_pose_errors(c2w, poses)[0].max() < 0.1
+    f_true = float(scene.intrinsics[0, 0])
+    assert doc["frames"][0]["fx"] == pytest.approx(doc["frames"][0]["fy"], rel=1e-9) and abs(doc["frames"][0]["fx"] / f_true - 1) < 0.015
+    depth = np.load(os.path.join(out, "depth.npz"))["depth"]
+    assert np.isfinite(depth).all() and (depth > 0).mean() > 0.99

@@ -34,7 +34,7 @@ import math
 
 import numpy as np
 
-__all__ = ["RotationFocal", "rotation_focal", "rotation_residuals"]
+__all__ = ["RotationFocal", "minimise_log", "rotation_fit", "rotation_focal", "rotation_residuals"]
 
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
@@ -130,6 +130,14 @@ def rotation_residuals(xy: np.ndarray, target: np.ndarray, focal_px: np.ndarray,
 
     xy, target: (n, 2) pixel positions in frames i and j (pixel centres at +0.5); focal_px (N,);
     centre (2,) the principal point."""
+    return rotation_fit(xy, target, focal_px, centre)[1]
+
+
+def rotation_fit(xy: np.ndarray, target: np.ndarray, focal_px: np.ndarray, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(R (N, 3, 3), residuals (N, n)): for each of N candidate focals the rotation R that best
+    maps the bearings of xy onto those of target (Kabsch, v ~ R u) and the pixel residuals of
+    target against xy moved by it (inf where R turns a bearing behind the camera); the arguments
+    as in `rotation_residuals`."""
     f = np.asarray(focal_px, np.float64)[:, None, None]
     ones = np.ones(xy.shape[:-1] + (1,))
     u = np.concatenate([(xy - centre) / f, np.broadcast_to(ones, (f.shape[0],) + ones.shape)], axis=-1)
@@ -147,7 +155,32 @@ def rotation_residuals(xy: np.ndarray, target: np.ndarray, focal_px: np.ndarray,
     z = np.maximum(ru[..., 2:], 1e-9)
     proj = ru[..., :2] / z * f + centre
     res = np.linalg.norm(proj - target, axis=-1)
-    return np.where(ru[..., 2] > 1e-9, res, np.inf)
+    return R, np.where(ru[..., 2] > 1e-9, res, np.inf)
+
+
+def minimise_log(score, candidates: np.ndarray, iterations: int = 14) -> tuple[float, float]:
+    """(x, score(x)): the minimum of a scalar function of x > 0 over the increasing `candidates`
+    (score maps an array of them to an array of scores), refined by golden-section search on
+    log x between the best candidate's neighbours."""
+    candidates = np.asarray(candidates, np.float64)
+    scores = score(candidates)
+    k = int(np.argmin(scores))
+    lo, hi = math.log(candidates[max(k - 1, 0)]), math.log(candidates[min(k + 1, len(candidates) - 1)])
+    a, b = hi - _GOLDEN * (hi - lo), lo + _GOLDEN * (hi - lo)
+    sa, sb = score(np.array([math.exp(a)]))[0], score(np.array([math.exp(b)]))[0]
+    for _ in range(iterations):
+        if sa < sb:
+            hi, b, sb = b, a, sa
+            a = hi - _GOLDEN * (hi - lo)
+            sa = score(np.array([math.exp(a)]))[0]
+        else:
+            lo, a, sa = a, b, sb
+            b = lo + _GOLDEN * (hi - lo)
+            sb = score(np.array([math.exp(b)]))[0]
+    x, s = (math.exp(a), sa) if sa < sb else (math.exp(b), sb)
+    if scores[k] < s:
+        x, s = float(candidates[k]), float(scores[k])
+    return float(x), float(s)
 
 
 def rotation_focal(
@@ -190,25 +223,7 @@ def rotation_focal(
         per_pair = [np.median(rotation_residuals(a, b, f_px, centre), axis=-1) for a, b in pairs]
         return np.mean(per_pair, axis=0)
 
-    candidates = np.geomspace(focal_min, focal_max, grid)
-    scores = score(candidates)
-    k = int(np.argmin(scores))
-    lo, hi = math.log(candidates[max(k - 1, 0)]), math.log(candidates[min(k + 1, grid - 1)])
-    # Golden-section search on log f between the best candidate's neighbours.
-    a, b = hi - _GOLDEN * (hi - lo), lo + _GOLDEN * (hi - lo)
-    sa, sb = score(math.exp(a))[0], score(math.exp(b))[0]
-    for _ in range(14):
-        if sa < sb:
-            hi, b, sb = b, a, sa
-            a = hi - _GOLDEN * (hi - lo)
-            sa = score(math.exp(a))[0]
-        else:
-            lo, a, sa = a, b, sb
-            b = lo + _GOLDEN * (hi - lo)
-            sb = score(math.exp(b))[0]
-    f_best, s_best = (math.exp(a), sa) if sa < sb else (math.exp(b), sb)
-    if scores[k] < s_best:
-        f_best, s_best = float(candidates[k]), float(scores[k])
+    f_best, s_best = minimise_log(score, np.geomspace(focal_min, focal_max, grid))
     side = score(np.array([f_best * 1.25, f_best / 1.25]))
     contrast = float(np.min(side) / max(s_best, 1e-6))
     rotational = bool(s_best <= max_residual_ratio * flow_px and contrast >= min_contrast and flow_px > 0)

@@ -29,6 +29,12 @@ bundle adjustment, in seconds on a CPU.
    is often the noise of the pairwise rotations, and the global route's answer the better one.
    A short clip whose global adjustment is still moving at its iteration limit (a wrong basin it
    crawls along) runs both routes too (`info["compare_reason"]`).
+5. Where both refuse the clip, `rotation`: a camera that only rotates (a pan, a tripod) has no
+   pair with parallax, but a homography explains every pair and the rotations alone determine
+   the focal; rotations, focal and point directions are adjusted with every camera centre at the
+   origin (`info["route"] == "rotation"`, `info["general_failure"]` why the others refused) and
+   pass the same checks. Depth is not observable there: the points are directions, placed at a
+   median depth of 1.
 
 The focal's standard deviation (`info["focal_std_pct"]`) is the track-clustered sandwich of
 `bundle.BundleResult.focal_std_robust`, which does not assume equal, independent noise per
@@ -97,6 +103,10 @@ PRINCIPAL_LRT = 2.0 * math.log(1e12)
 # a vertical shift of the principal point trades against every camera's pitch). Measured drops:
 # that orbit 0.18%; TUM 3.0%, the fox 1.2%; rendered clips cropped off centre (a test) 1.0-2.3%.
 PRINCIPAL_MIN_DROP = 0.005
+# The rotation-only route's focal is observable where the fit of the focal 25% away is at least
+# this many times worse (flowmap.selfcal's rule for the same fit on flow).
+ROTATION_MIN_CONTRAST = 1.5
+ROUTES = ("auto", "global", "incremental", "rotation")
 # Clips of up to this many frames match every frame pair (longer ones: `frame_pairs(wide=True)`)
 # and, where most pairwise rotations disagree with the averaged ones, run both routes.
 ALL_PAIRS_FRAMES = 40
@@ -224,11 +234,11 @@ def run_sfm(
     solution 2-5x less accurate than 0.01, which finds 540-1940; real 640x480 frames change little).
     max_size: frames with a longer side above it are solved on copies resized to it (one factor,
     area filter), so that every pixel threshold keeps its meaning; the result is in the input's
-    pixels. route: "auto" (global, then incremental where it fails), "global" or "incremental"
-    (one route only). max_median_px, max_epipolar_ratio, min_within_2px: the fit's checks (the
+    pixels. route: "auto" (global, then incremental where it fails, then rotation-only where both
+    fail), "global", "incremental" or "rotation" (one route only). max_median_px, max_epipolar_ratio, min_within_2px: the fit's checks (the
     module docstring)."""
-    if route not in ("auto", "global", "incremental"):
-        raise ValueError(f"run_sfm: route must be auto, global or incremental, got {route!r}")
+    if route not in ROUTES:
+        raise ValueError(f"run_sfm: route must be one of {', '.join(ROUTES)}, got {route!r}")
     K, H0, W0 = frames.shape[:3]
     factor = min(1.0, max_size / max(H0, W0))
     if factor < 1.0:
@@ -264,6 +274,49 @@ def run_sfm(
     size = float(max(H, W))
     if len(matches) < K - 1:
         return _fail(f"only {len(matches)} frame pairs have {min_matches}+ verified matches (need at least {K - 1})", focal or size, principal, info)
+    args = (feats, matches, K, (W, H), focal, principal, huber_px, iterations, radial, (max_median_px, max_epipolar_ratio), min_within_2px, principal_lrt, rotation_thresholds)
+    if route == "rotation":
+        return _rotation_route(*args, info)
+    matched = dict(info, timing=dict(timing))  # what the rotation route starts from
+    result = _general_routes(*args, info, route)
+    if result.ok or route != "auto":
+        return result
+    # Neither route explains the clip: a camera that only rotates (no pair has parallax) is
+    # solved by rotations and the focal alone.
+    rotation = _rotation_route(*args, matched)
+    if rotation.ok:
+        rotation.info["general_failure"] = result.reason
+        return rotation
+    result.reason = result.info["reason"] = f"{result.reason}; rotation only: {rotation.reason}"
+    result.info["rotation_failure"] = rotation.reason
+    return result
+
+
+def _rotation_route(feats, matches, K: int, size_wh, focal, principal, huber_px, iterations: int, radial: bool, max_median, min_within_2px: float, principal_lrt: float,
+                    rotation_thresholds, info: dict) -> SfMResult:
+    """The rotation-only route (`flow3r_jax.sfm.rotation`): its start, then the adjustment with
+    every camera centre held at the origin and the checks of the other routes."""
+    from flow3r_jax.sfm.rotation import rotation_start
+
+    info = dict(info, timing=dict(info["timing"]), route="rotation")
+    t = time.time()
+    size = float(max(size_wh))
+    max_residual = max_median[0]
+    start = rotation_start(feats, matches, K, focal, principal, size, rotation_thresholds, max_residual, ROTATION_MIN_CONTRAST, info)
+    info["timing"]["rotation_start"] = round(time.time() - t, 2)
+    if isinstance(start, str):
+        return _fail(start, focal or size, principal, info)
+    info["focal_source"] = "given" if focal is not None else "rotations (self-calibration of a rotating camera)"
+    return _adjust_and_check(*start, principal, size_wh, focal is None, huber_px, iterations, radial, max_median, min_within_2px, info, principal_lrt, fix_centres=True)
+
+
+def _general_routes(feats, matches, K: int, size_wh, focal, principal, huber_px, iterations: int, radial: bool, max_median, min_within_2px: float, principal_lrt: float,
+                    rotation_thresholds, info: dict, route: str) -> SfMResult:
+    """The global route, the incremental one, or both (the module docstring)."""
+    W, H = size_wh
+    max_median_px, max_epipolar_ratio = max_median
+    timing = info["timing"]
+    size = float(max(H, W))
     t = time.time()
     if focal is not None:
         f0, info["focal_source"] = float(focal), "given"
@@ -413,11 +466,11 @@ def _global_start(feats, matches, K: int, f0: float, principal, rotation_thresho
 
 
 def _adjust_and_check(Rw, C, f, X, frame, track, xy, principal, size_wh, refine_focal: bool, huber_px, iterations: int, radial: bool, max_median, min_within_2px: float, info: dict,
-                      principal_lrt: float = PRINCIPAL_LRT) -> SfMResult:
+                      principal_lrt: float = PRINCIPAL_LRT, fix_centres: bool = False) -> SfMResult:
     """Bundle adjustment (Huber at each of `huber_px` in turn), the principal point's test (the
     module docstring), the scale set to a median point depth of 1, and the quality checks of the
     module docstring. max_median: (px, ratio to the matches' two-view epipolar error
-    info["epipolar_px"])."""
+    info["epipolar_px"]). fix_centres: the rotation-only route's adjustment (centres held)."""
     W, H = size_wh
     max_median_px, max_epipolar_ratio = max_median
     size = float(max(W, H))
@@ -427,7 +480,7 @@ def _adjust_and_check(Rw, C, f, X, frame, track, xy, principal, size_wh, refine_
     ba = None
     converged = True  # every adjustment stopped before its iteration limit
     for delta in huber_px:
-        ba = bundle_adjust(Rw, C, f, X, principal, frame, track, xy, huber_px=delta, iterations=iterations, refine_focal=refine_focal, radial=radial, k1=k1)
+        ba = bundle_adjust(Rw, C, f, X, principal, frame, track, xy, huber_px=delta, iterations=iterations, refine_focal=refine_focal, radial=radial, k1=k1, fix_centres=fix_centres)
         Rw, C, f, X, k1 = ba.rotations, ba.centres, ba.focal, ba.points, ba.k1
         converged &= ba.iterations < iterations
     if math.isfinite(principal_lrt):
@@ -435,7 +488,7 @@ def _adjust_and_check(Rw, C, f, X, frame, track, xy, principal, size_wh, refine_
         # likelihood ratio (the drop of the weighted squared residuals over the fit's residual
         # variance) against chi-square with 2 degrees of freedom, and within 10% of the longer
         # side from the centre.
-        pp = bundle_adjust(Rw, C, f, X, principal, frame, track, xy, huber_px=huber_px[-1], iterations=iterations, refine_focal=refine_focal, radial=radial, k1=k1, refine_principal=True)
+        pp = bundle_adjust(Rw, C, f, X, principal, frame, track, xy, huber_px=huber_px[-1], iterations=iterations, refine_focal=refine_focal, radial=radial, k1=k1, refine_principal=True, fix_centres=fix_centres)
         lrt = (ba.final_rms**2 - pp.final_rms**2) * len(frame) / max(ba.sigma2, 1e-12)
         drop = 1.0 - pp.final_rms**2 / max(ba.final_rms**2, 1e-300)
         shift = np.subtract(pp.principal, principal)

@@ -13,7 +13,8 @@ damping (the caller fixes it afterwards: `run_sfm` scales to a median point dept
 Robust: Huber weights on |r_n| (iteratively reweighted), threshold `huber_px`.
 Updates: rotation R <- exp([d]_x) R, centre C <- C + dC, point X <- X + dX, focal log f <- log f + d,
 principal point c <- c + dc.
-Cameras (6 per frame but frame 0, plus the focal) form a dense block; points are eliminated
+Cameras (6 per frame but frame 0, 3 with `fix_centres`: a camera that only rotates; plus the
+focal) form a dense block; points are eliminated
 (3x3 blocks) through the Schur complement, so a step costs O(obs + frames^3).
 """
 
@@ -74,10 +75,10 @@ def _sum_by(index: np.ndarray, values: np.ndarray, count: int) -> np.ndarray:
     return out.reshape((count,) + values.shape[1:])
 
 
-def _camera_columns(col0: np.ndarray, movable: np.ndarray, shared: int, nc: int) -> np.ndarray:
-    """(n, 6 + shared) columns of each observation's camera parameters in the camera block, -1
-    for frame 0's (held fixed); the `shared` intrinsics' columns last."""
-    cols = np.where(movable[:, None], col0[:, None] + np.arange(6)[None], -1)
+def _camera_columns(col0: np.ndarray, movable: np.ndarray, shared: int, nc: int, per_frame: int = 6) -> np.ndarray:
+    """(n, per_frame + shared) columns of each observation's camera parameters in the camera
+    block, -1 for frame 0's (held fixed); the `shared` intrinsics' columns last."""
+    cols = np.where(movable[:, None], col0[:, None] + np.arange(per_frame)[None], -1)
     return np.concatenate([cols, np.broadcast_to(nc - shared + np.arange(shared)[None], (len(cols), shared))], 1)
 
 
@@ -116,6 +117,7 @@ def bundle_adjust(
     radial: bool = False,
     k1: float = 0.0,
     refine_principal: bool = False,
+    fix_centres: bool = False,
 ) -> BundleResult:
     """Refines poses, focal and points (see the module docstring). rotations (K, 3, 3)
     world-to-camera, centres (K, 3), points (P, 3), observations frame (n,), point (n,) ints and
@@ -124,7 +126,11 @@ def bundle_adjust(
     depth <= min_depth is rejected like one that raises the cost. radial: also refine one radial
     distortion coefficient k1 (COLMAP's SIMPLE_RADIAL: normalised coordinates scaled by
     1 + k1 (x^2 + y^2)), starting at `k1`. refine_principal: also refine the principal point
-    (cx, cy), starting at `principal`."""
+    (cx, cy), starting at `principal`. fix_centres: the camera centres are held where they are
+    and only the rotations move (a camera that only rotates: with every centre at the origin a
+    point is a direction, its distance free; each point's radial direction is then pinned by a
+    stiffness that leaves the cost and the cameras' covariance unchanged, and it counts 2 degrees
+    of freedom, not 3)."""
     R = np.asarray(rotations, np.float64).copy()
     C = np.asarray(centres, np.float64).copy()
     X = np.asarray(points, np.float64).copy()
@@ -137,8 +143,10 @@ def bundle_adjust(
     k1 = float(k1)
     c = np.asarray(principal, np.float64).copy()
     shared = int(refine_focal) + int(radial) + 2 * int(refine_principal)
-    nc = 6 * (K - 1) + shared  # camera block: (dtheta, dC) per frame 1.., then log f, k1, cx, cy
-    i_f = 6 * (K - 1)  # columns of the shared intrinsics that are refined
+    per_frame = 3 if fix_centres else 6
+    point_dof = 2 if fix_centres else 3
+    nc = per_frame * (K - 1) + shared  # camera block: (dtheta, dC) per frame 1.. (dtheta alone with fix_centres), then log f, k1, cx, cy
+    i_f = per_frame * (K - 1)  # columns of the shared intrinsics that are refined
     i_k = i_f + int(refine_focal)
     i_c = i_k + int(radial)
 
@@ -159,7 +167,7 @@ def bundle_adjust(
     lam = 1e-3
     it = 0
     movable = frame > 0
-    col0 = 6 * (frame - 1)  # first camera column of each observation (frame 0 has none)
+    col0 = per_frame * (frame - 1)  # first camera column of each observation (frame 0 has none)
     def linearise(R, logf, k1, Xc, r, norms, parts: bool = False, drop=None):
         """The damped system's parts at a state: Hcc, Hcp (sparse), Hpp (P, 3, 3), gc, gp (and,
         with parts, the per-observation camera gradients, camera-point blocks and columns).
@@ -182,19 +190,22 @@ def bundle_adjust(
             extra.append(f * rho2[:, None] * m)  # d r / d k1
         if refine_principal:
             extra += [np.broadcast_to(np.array([1.0, 0.0]), (n, 2)), np.broadcast_to(np.array([0.0, 1.0]), (n, 2))]  # d r / d (cx, cy)
-        Jcam = np.concatenate([dproj @ (-_skew(Xc)), -dproj @ Rn] + [e[..., None] for e in extra], -1)  # (n, 2, 6 + shared)
+        Jcam = np.concatenate([dproj @ (-_skew(Xc))] + ([] if fix_centres else [-dproj @ Rn]) + [e[..., None] for e in extra], -1)  # (n, 2, per_frame + shared)
         J_p = dproj @ Rn
         w = _huber_weights(norms, huber_px)
         if drop is not None:
             w = np.where(drop, 0.0, w)
         wr = w[:, None] * r
         Hpp = _sum_by(point, w[:, None, None] * np.einsum("nki,nkj->nij", J_p, J_p), P)
+        if fix_centres:  # the radial direction, which no residual sees, pinned at the block's scale
+            u = X / np.linalg.norm(X, axis=1, keepdims=True)
+            Hpp = Hpp + (np.trace(Hpp, axis1=1, axis2=2) / 2.0)[:, None, None] * np.einsum("pi,pj->pij", u, u)
         gp = _sum_by(point, np.einsum("nki,nk->ni", J_p, wr), P)
         # camera-camera: per observation a (6 (+1)) x (6 (+1)) block at its frame's columns
         JcJc = w[:, None, None] * np.einsum("nki,nkj->nij", Jcam, Jcam)
         gcam = np.einsum("nki,nk->ni", Jcam, wr)
         JcJp = w[:, None, None] * np.einsum("nki,nkj->nij", Jcam, J_p)  # (n, 6 (+1), 3)
-        cols = _camera_columns(col0, movable, shared, nc)  # (n, 6 + shared), -1 where absent
+        cols = _camera_columns(col0, movable, shared, nc, per_frame)  # (n, per_frame + shared), -1 where absent
         Hcc = _scatter_square(cols, JcJc, nc)
         gc = np.zeros(nc + 1)
         np.add.at(gc, np.where(cols >= 0, cols, nc).ravel(), gcam.ravel())
@@ -225,11 +236,12 @@ def bundle_adjust(
                 lam *= 10
                 continue
             dp = np.einsum("pij,pj->pi", Hpp_inv, -gp - (Hcp.T @ dc).reshape(P, 3))
-            dcam = dc[: 6 * (K - 1)].reshape(K - 1, 6)
+            dcam = dc[: per_frame * (K - 1)].reshape(K - 1, per_frame)
             R_new = R.copy()
             R_new[1:] = Rotation.from_rotvec(dcam[:, :3]).as_matrix() @ R[1:]
             C_new = C.copy()
-            C_new[1:] = C[1:] + dcam[:, 3:]
+            if not fix_centres:
+                C_new[1:] = C[1:] + dcam[:, 3:]
             logf_new = logf + (dc[i_f] if refine_focal else 0.0)
             k1_new = k1 + (dc[i_k] if radial else 0.0)
             c_new = c + dc[i_c : i_c + 2] if refine_principal else c
@@ -248,7 +260,7 @@ def bundle_adjust(
         if not improved or rel < tol:
             break
     focal_std, principal_std, focal_std_robust, principal_std_robust = 0.0, (0.0, 0.0), 0.0, (0.0, 0.0)
-    dof = max(2 * n - nc - 3 * P, 1)
+    dof = max(2 * n - nc - point_dof * P, 1)
     sigma2 = float(np.sum(_huber_weights(norms, huber_px) * norms**2)) / dof
     if refine_focal or refine_principal:  # marginal standard deviations at the solution
         # Points the adjustment pushed against a camera (depth < 1e-3 of the median) carry no
@@ -272,7 +284,7 @@ def bundle_adjust(
         s_n = np.einsum("nmq,nm->nq", a_n, gcam)
         v_n = np.einsum("nmq,nmk->nqk", a_n, JcJp)
         s_t = _sum_by(point, s_n, P) - np.einsum("pqk,pk->pq", _sum_by(point, v_n, P), np.einsum("pij,pj->pi", Hpp_inv, gp))
-        reduced = 2 * n - 3 * P  # what the points leave: the cameras' share of the fit scales the meat
+        reduced = 2 * n - point_dof * P  # what the points leave: the cameras' share of the fit scales the meat
         robust = np.sqrt(np.maximum(np.diag(s_t.T @ s_t) * reduced / max(reduced - nc, 1), 0.0))
         if refine_focal:
             focal_std = float(np.sqrt(max(cov[i_f, i_f], 0.0)))

@@ -47,3 +47,17 @@ def test_bad_options_are_refused(capsys):
     with pytest.raises(SystemExit):
         sfm_seeds.main(["--colmap", "fast"])
     assert "--colmap 'fast'" in capsys.readouterr().err
+
+
+def test_pan_fixed_holds_the_camera_centre():
+    """`pan_fixed` renders the pan path's rotations with every camera centre at the first frame's
+    (a camera that only rotates); the rotations and intrinsics are the pan's."""
+    from data_pipelines.synthetic import SceneConfig
+
+    cfg = SceneConfig(height=48, width=64, frames=3, dynamic=False, preset="pan", kind="room", offsets=(1,), flow_px=(4.0, 8.0))
+    drift, fixed = sfm_seeds.render(cfg, 0), sfm_seeds.render(cfg, 0, fixed_centre=True)
+    np.testing.assert_allclose(fixed["poses"][:, :3, :3], drift["poses"][:, :3, :3])
+    np.testing.assert_allclose(fixed["poses"][:, :3, 3], np.repeat(drift["poses"][:1, :3, 3], 3, 0))
+    assert np.abs(drift["poses"][1:, :3, 3] - drift["poses"][:1, :3, 3]).max() > 0  # the pan as generated drifts
+    np.testing.assert_allclose(fixed["intrinsics"], drift["intrinsics"])
+    assert fixed["images"].shape == drift["images"].shape and not np.array_equal(fixed["images"][2], drift["images"][2])
