@@ -219,7 +219,8 @@ def test_a_camera_that_only_rotates(tmp_path):
     """A clip whose camera only rotates (a rendered pan, its centre held): the solver's
     rotation-only route gives the poses and focal (every camera centre the same; relative
     rotations and focal against the clip's exact ones), and FlowMap (2 steps, the solver's focal
-    held) the depth maps, as no baseline triangulates the flow."""
+    held) the depth maps, as no baseline triangulates the flow; --steps 0 writes the same cameras
+    with the points as directions at a median depth of 1."""
     import dataclasses
 
     from PIL import Image
@@ -251,3 +252,12 @@ def test_a_camera_that_only_rotates(tmp_path):
     assert doc["frames"][0]["fx"] == pytest.approx(doc["frames"][0]["fy"], rel=1e-9) and abs(doc["frames"][0]["fx"] / f_true - 1) < 0.015
     depth = np.load(os.path.join(out, "depth.npz"))["depth"]
     assert np.isfinite(depth).all() and (depth > 0).mean() > 0.99
+    # --steps 0: the solver's cameras alone (the same), its points as directions at a median depth of 1
+    out0 = str(tmp_path / "sparse")
+    assert main(["--input", str(folder), "--out", out0, "--no-progress", "--steps", "0"]) == 0
+    with open(os.path.join(out0, "cameras.json")) as f:
+        sparse = json.load(f)
+    assert sparse["run"]["backend"] == "sfm" and sparse["run"]["sfm"]["route"] == "rotation"
+    np.testing.assert_allclose(np.stack([fr["camera_to_world"] for fr in sparse["frames"]]), c2w, atol=1e-9)
+    d0 = np.load(os.path.join(out0, "depth.npz"))["depth"]
+    assert np.median(d0[d0 > 0]) == pytest.approx(1.0, rel=0.05)
