@@ -235,8 +235,8 @@ def run_sfm(
     max_size: frames with a longer side above it are solved on copies resized to it (one factor,
     area filter), so that every pixel threshold keeps its meaning; the result is in the input's
     pixels. route: "auto" (global, then incremental where it fails, then rotation-only where both
-    fail), "global", "incremental" or "rotation" (one route only). max_median_px, max_epipolar_ratio, min_within_2px: the fit's checks (the
-    module docstring)."""
+    fail), "global", "incremental" or "rotation" (one route only). max_median_px,
+    max_epipolar_ratio, min_within_2px: the fit's checks (the module docstring)."""
     if route not in ROUTES:
         raise ValueError(f"run_sfm: route must be one of {', '.join(ROUTES)}, got {route!r}")
     K, H0, W0 = frames.shape[:3]

@@ -126,11 +126,10 @@ def bundle_adjust(
     depth <= min_depth is rejected like one that raises the cost. radial: also refine one radial
     distortion coefficient k1 (COLMAP's SIMPLE_RADIAL: normalised coordinates scaled by
     1 + k1 (x^2 + y^2)), starting at `k1`. refine_principal: also refine the principal point
-    (cx, cy), starting at `principal`. fix_centres: the camera centres are held where they are
-    and only the rotations move (a camera that only rotates: with every centre at the origin a
-    point is a direction, its distance free; each point's radial direction is then pinned by a
-    stiffness that leaves the cost and the cameras' covariance unchanged, and it counts 2 degrees
-    of freedom, not 3)."""
+    (cx, cy), starting at `principal`. fix_centres: a camera that only rotates: every centre is
+    at the origin and stays there, only the rotations move; a point is then a direction, its
+    distance free, so each point's radial direction is pinned by a stiffness that leaves the cost
+    and the cameras' covariance unchanged, and it counts 2 degrees of freedom, not 3."""
     R = np.asarray(rotations, np.float64).copy()
     C = np.asarray(centres, np.float64).copy()
     X = np.asarray(points, np.float64).copy()
@@ -139,6 +138,8 @@ def bundle_adjust(
     K, P, n = len(R), len(X), len(frame)
     if n == 0 or K < 2:
         raise ValueError(f"bundle_adjust: needs >= 2 frames and observations, got {K} frames and {n} observations")
+    if fix_centres and np.any(C != 0):
+        raise ValueError("bundle_adjust: fix_centres is the rotation-only model, every camera centre at the origin")
     logf = float(np.log(focal))
     k1 = float(k1)
     c = np.asarray(principal, np.float64).copy()

@@ -66,6 +66,8 @@ def test_rotation_only_adjustment_recovers_exact_rotations_and_focal():
     assert _angle_deg(ba.rotations, R).max() < 1e-6
     assert np.max(np.abs(ba.residuals)) < 1e-5
     np.testing.assert_array_equal(ba.centres, C)
+    with pytest.raises(ValueError, match="fix_centres"):
+        bundle_adjust(R0, C + 0.1, F_TRUE, X0, PP, frame, point, xy, fix_centres=True)
 
 
 def test_rotation_only_focal_std_matches_the_monte_carlo_spread():
