@@ -52,10 +52,15 @@ def homography_pairs(features_xy, matches, threshold_px: float = 1.0, min_share:
     return out
 
 
-def rotation_focal_px(features_xy, pairs, principal, size: float, lo: float = 0.25, hi: float = 4.0, grid: int = 97, max_points: int = 400) -> tuple[float, float, float]:
+def rotation_focal_px(features_xy, pairs, principal, size: float, lo: float = 0.25, hi: float = 4.0, grid: int = 97, max_points: int = 400,
+                      max_pairs: int = 200) -> tuple[float, float, float]:
     """(focal px, score px, contrast) of step 2 of the module docstring; focal bounds as multiples
-    of `size` (the longer side). A pair contributes at most `max_points` matches (evenly spaced)."""
+    of `size` (the longer side). A pair contributes at most `max_points` matches (evenly spaced);
+    of more than `max_pairs` pairs, those farthest apart in the clip are used (the wider a
+    rotation, the more of the perspective terms that pin the focal down it shows)."""
     centre = np.asarray(principal, np.float64)
+    if len(pairs) > max_pairs:
+        pairs = sorted(pairs, key=lambda m: (m.j - m.i, len(m.idx)), reverse=True)[:max_pairs]
     data = []
     for m in pairs:
         step = max(1, len(m.idx) // max_points)
