@@ -16,7 +16,9 @@ bundle adjustment, in seconds on a CPU.
    centres from the epipolar constraints of the consistent pairs, tracks over those pairs
    (union-find), DLT triangulation.
 3. `bundle`: Levenberg-Marquardt with the Schur complement over poses, points and the focal,
-   Huber weights at 4 then 1 px.
+   Huber weights at 4 then 1 px; then the observations further than `OUTLIER_RATIO` (3) x the
+   median residual from the model leave and it runs again (mismatches of 1-3 px, which Huber
+   weights at 1 px still let pull the focal: on rendered clips it ran 0.4-0.6% long before).
 4. Where step 2 fails or step 3 leaves the clip unexplained (the checks below), `incremental`:
    the frames registered one at a time by PnP against the points triangulated so far (COLMAP's
    strategy; what a fixating ring around an object needs, whose pairwise rotations are too often
@@ -107,6 +109,12 @@ PRINCIPAL_MIN_DROP = 0.005
 # this many times worse (flowmap.selfcal's rule for the same fit on flow).
 ROTATION_MIN_CONTRAST = 1.5
 ROUTES = ("auto", "global", "incremental", "rotation")
+# After the adjustment, observations further than this many times the median residual from the
+# model leave and the adjustment runs again (for Gaussian noise 3x the median of the residual norm
+# is 3.5 sigma: 0.2% of good observations). On 10 rendered handheld clips the focal error went from
+# 0.82% to 0.28% on average (the bias +0.56 -> +0.15%) and the rotation error from 0.036 to
+# 0.016 deg; on 10 pure rotations 0.37 -> 0.18%, 0.016 -> 0.008 deg (5x: 0.32%, 0.24%).
+OUTLIER_RATIO = 3.0
 # Clips of up to this many frames match every frame pair (longer ones: `frame_pairs(wide=True)`)
 # and, where most pairwise rotations disagree with the averaged ones, run both routes.
 ALL_PAIRS_FRAMES = 40
@@ -483,6 +491,22 @@ def _adjust_and_check(Rw, C, f, X, frame, track, xy, principal, size_wh, refine_
         ba = bundle_adjust(Rw, C, f, X, principal, frame, track, xy, huber_px=delta, iterations=iterations, refine_focal=refine_focal, radial=radial, k1=k1, fix_centres=fix_centres)
         Rw, C, f, X, k1 = ba.rotations, ba.centres, ba.focal, ba.points, ba.k1
         converged &= ba.iterations < iterations
+    # Outliers: the observations left further than OUTLIER_RATIO x the median residual from the
+    # adjusted model leave (a track left with one observation leaves whole), and the adjustment
+    # runs again without them (the checks below still count them, at their residuals before).
+    dropped = np.zeros(0)
+    far = ba.residuals > OUTLIER_RATIO * max(float(np.median(ba.residuals)), 1e-6)
+    keep = ~far & (np.bincount(track[~far], minlength=len(X))[track] >= 2)
+    if not keep.all() and len(np.unique(frame[keep])) == K:
+        dropped = ba.residuals[~keep]
+        used, track = np.unique(track[keep], return_inverse=True)
+        frame, xy, X = frame[keep], xy[keep], X[used]
+        ba = bundle_adjust(Rw, C, f, X, principal, frame, track, xy, huber_px=huber_px[-1], iterations=iterations, refine_focal=refine_focal, radial=radial, k1=k1, fix_centres=fix_centres)
+        Rw, C, f, X, k1 = ba.rotations, ba.centres, ba.focal, ba.points, ba.k1
+        converged &= ba.iterations < iterations
+    info["outliers"] = dict(dropped=int(len(dropped)), ratio=OUTLIER_RATIO)
+    if len(dropped):
+        info.update(tracks=int(len(X)), observations=int(len(frame)))
     if math.isfinite(principal_lrt):
         # The principal point refined too, kept where the fit improves beyond chance: the
         # likelihood ratio (the drop of the weighted squared residuals over the fit's residual
@@ -502,7 +526,7 @@ def _adjust_and_check(Rw, C, f, X, frame, track, xy, principal, size_wh, refine_
     info["timing"]["bundle"] = round(info["timing"].get("bundle", 0.0) + time.time() - t, 2)
     scale = 1.0 / np.median(point_depths(Rw, C, X, frame, track))
     C, X = C * scale, X * scale
-    res = ba.residuals
+    res = np.concatenate([ba.residuals, dropped])  # the outliers at their residuals before they left
     info.update(
         focal=round(f, 2),
         principal=[round(float(v), 2) for v in principal],
