@@ -37,7 +37,7 @@ __all__ = ["homography_pairs", "rotation_focal_px", "rotation_start"]
 def homography_pairs(features_xy, matches, threshold_px: float = 1.0, min_share: float = 0.8, min_inliers: int = 30) -> list[PairMatches]:
     """The pairs of `matches` whose verified matches a homography explains (RANSAC within
     `threshold_px`) for at least `min_share` of them and `min_inliers` in all, with only those
-    inliers."""
+    inliers (each keeps its pair's fundamental matrix; the homography is not needed later)."""
     out = []
     for m in matches:
         p1, p2 = features_xy[m.i][m.idx[:, 0]], features_xy[m.j][m.idx[:, 1]]
@@ -48,7 +48,7 @@ def homography_pairs(features_xy, matches, threshold_px: float = 1.0, min_share:
             continue
         ok = inl.ravel() > 0
         if ok.sum() >= max(min_inliers, min_share * len(ok)):
-            out.append(PairMatches(m.i, m.j, m.idx[ok], H))
+            out.append(PairMatches(m.i, m.j, m.idx[ok], m.F))
     return out
 
 
