@@ -27,6 +27,8 @@ import numpy as np
 from scipy.optimize import least_squares
 from scipy.spatial.transform import Rotation
 
+from flow3r_jax.sfm.bundle import _skew
+
 __all__ = ["intrinsics", "focal_from_fundamentals", "relative_rotations", "average_rotations", "centres_from_epipolar", "triangulate", "point_depths"]
 
 
@@ -136,20 +138,56 @@ def average_rotations(count: int, rel: dict, thresholds=(10.0, 5.0, 3.0)):
     return best[1], best[2]
 
 
+def _left_jacobians(phi: np.ndarray, inverse: bool = False) -> np.ndarray:
+    """(n, 3, 3) left Jacobians of SO(3) at rotation vectors phi (n, 3): exp(phi + d) =
+    exp(J_l(phi) d) exp(phi) to first order; with `inverse`, J_l^-1 (Log(exp(b) exp(phi)) =
+    phi + J_l^-1(phi) b). Closed forms (Barfoot, State Estimation for Robotics, 7.1.5), Taylor
+    series below 1e-4 rad."""
+    t = np.linalg.norm(phi, axis=-1)
+    small = t < 1e-4
+    ts = np.where(small, 1.0, t)
+    W = _skew(phi)
+    W2 = W @ W
+    if inverse:
+        a = np.full_like(t, -0.5)
+        b = np.where(small, 1.0 / 12.0 + t**2 / 720.0, 1.0 / ts**2 - (1.0 + np.cos(ts)) / (2.0 * ts * np.sin(ts)))
+    else:
+        a = np.where(small, 0.5 - t**2 / 24.0, (1.0 - np.cos(ts)) / ts**2)
+        b = np.where(small, 1.0 / 6.0 - t**2 / 120.0, (ts - np.sin(ts)) / ts**3)
+    return np.eye(3) + a[:, None, None] * W + b[:, None, None] * W2
+
+
+def _pair_residuals(x: np.ndarray, p: np.ndarray, Rk: np.ndarray, wk: np.ndarray, jacobian: bool = False):
+    """Weighted residuals Log(R_ij R_i R_j^T) w_ij (flattened) of the rotation vectors x (3(K-1),)
+    of frames 1.. (frame 0 = I), and with `jacobian` their (3 pairs, 3(K-1)) derivative: with
+    D = R_ij R_i R_j^T and r = Log D, dr/dx_i = J_l^-1(r) R_ij J_l(x_i), dr/dx_j =
+    -J_l^-1(r) D J_l(x_j) (perturbing R_i on the left by J_l(x_i) dx_i)."""
+    xs = x.reshape(-1, 3)
+    R = np.concatenate([np.eye(3)[None], Rotation.from_rotvec(xs).as_matrix()])
+    D = Rk @ R[p[:, 0]] @ np.transpose(R[p[:, 1]], (0, 2, 1))
+    r = Rotation.from_matrix(D).as_rotvec()
+    if not jacobian:
+        return (r * wk[:, None]).ravel()
+    Jl = np.concatenate([np.zeros((1, 3, 3)), _left_jacobians(xs)])  # frame 0 has no parameters
+    Jinv = wk[:, None, None] * _left_jacobians(r, inverse=True)
+    blocks = ((p[:, 0], Jinv @ Rk @ Jl[p[:, 0]]), (p[:, 1], -(Jinv @ D @ Jl[p[:, 1]])))
+    J = np.zeros((len(p), 3, len(R), 3))
+    rows = np.arange(len(p))
+    for frame, block in blocks:
+        J[rows, :, frame, :] += block
+    return J[:, :, 1:, :].reshape(3 * len(p), 3 * (len(R) - 1))
+
+
 def _refine_rotations(Rw: np.ndarray, rel: dict, keys: list, thresholds):
     pairs = np.array(keys, np.int64).reshape(-1, 2)
     Rij = np.stack([rel[k][0] for k in keys])
     weights = np.sqrt(np.array([len(rel[k][1]) for k in keys], np.float64))
     for thr in thresholds:
         keep = rotation_residuals_deg(Rw, pairs, Rij) < thr
-        p, Rk, wk = pairs[keep], Rij[keep], weights[keep]
-
-        def residual(x, p=p, Rk=Rk, wk=wk):
-            R = np.concatenate([np.eye(3)[None], Rotation.from_rotvec(x.reshape(-1, 3)).as_matrix()])
-            d = Rk @ R[p[:, 0]] @ np.transpose(R[p[:, 1]], (0, 2, 1))
-            return (Rotation.from_matrix(d).as_rotvec() * wk[:, None]).ravel()
-
-        x = least_squares(residual, Rotation.from_matrix(Rw[1:]).as_rotvec().ravel()).x
+        args = (pairs[keep], Rij[keep], weights[keep])
+        # The analytic Jacobian: finite differences took 3(K-1) residual evaluations per step
+        # (41 s of a 200-frame clip's 100 s).
+        x = least_squares(_pair_residuals, Rotation.from_matrix(Rw[1:]).as_rotvec().ravel(), jac=lambda x, *a: _pair_residuals(x, *a, jacobian=True), args=args).x
         Rw = np.concatenate([np.eye(3)[None], Rotation.from_rotvec(x.reshape(-1, 3)).as_matrix()])
     return Rw, rotation_residuals_deg(Rw, pairs, Rij) < thresholds[-1]
 

@@ -115,7 +115,13 @@ def _scipy_bundle(R0, C0, f0, X0, frame, point, xy):
     return 0.5 * float(np.sum(sol.fun**2)), unpack(sol.x), jacobian(sol.x), sol.fun
 
 
-def test_bundle_adjust_noisy_reaches_scipy_minimum():
+@pytest.mark.parametrize("schur", ["dense", "sparse"])
+def test_bundle_adjust_noisy_reaches_scipy_minimum(schur, monkeypatch):
+    """Both forms of the camera-point block (dense below `DENSE_HCP_ENTRIES` entries, sparse
+    above) reach scipy's minimum and its standard deviations."""
+    from flow3r_jax.sfm import bundle
+
+    monkeypatch.setattr(bundle, "DENSE_HCP_ENTRIES", 10**9 if schur == "dense" else 0)
     R, C, X = make_scene(2, frames=6)
     X = X[:80]  # scipy's dense Levenberg-Marquardt is cubic in the unknowns: keep it small
     frame, point, xy = observations(R, C, F_TRUE, X)
