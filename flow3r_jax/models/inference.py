@@ -7,6 +7,8 @@ slower than one compiled program. `Predictor` splits the model once and keeps a 
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,17 +20,18 @@ from flow3r_jax.models.inputs import ModelInputError, check_images, check_pairs
 __all__ = ["Predictor"]
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _forward(graphdef, state, images, pairs):
+    """One compiled forward per model structure (graphdef), input shape and matmul precision,
+    shared by every Predictor: the training loop's eval hook makes a new model at each eval."""
+    return nnx.merge(graphdef, state)(images, pairs)
+
+
 class Predictor:
     def __init__(self, model: Flow3r, precision: str | None = "highest"):
         self.cfg = model.cfg
         self._graphdef, self._state = nnx.split(model)
         self._precision = precision
-
-        def forward(state, images, pairs):
-            return nnx.merge(self._graphdef, state)(images, pairs)
-
-        self._with_pairs = jax.jit(forward)
-        self._without_pairs = jax.jit(lambda state, images: forward(state, images, None))
 
     def __call__(self, images, pairs=None) -> dict[str, np.ndarray]:
         """images (B, N, H, W, 3) or (N, H, W, 3), floating point in [0, 1]; pairs (B, S, 2) or
@@ -51,9 +54,6 @@ class Predictor:
             pairs = check_pairs(pairs, images.shape[0], images.shape[1])
         images = jnp.asarray(images, jnp.float32)
         with jax.default_matmul_precision(self._precision):
-            if pairs is None:
-                out = self._without_pairs(self._state, images)
-            else:
-                out = self._with_pairs(self._state, images, pairs)
+            out = _forward(self._graphdef, self._state, images, pairs)
         out = {k: np.asarray(v) for k, v in out.items()}
         return {k: v[0] for k, v in out.items()} if single else out

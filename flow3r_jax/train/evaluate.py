@@ -13,6 +13,7 @@ The benchmark protocols of the papers live in `flow3r_jax.eval`.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -39,28 +40,44 @@ def heldout_batches(config, count: int | None = None) -> list[dict]:
     return [next(it) for _ in range(count or config.eval.batches)]
 
 
+# Compiled once per shape (op by op, the first eval of a run took ~30 s on CPU, mostly compiling
+# each operation of the targets and the loss).
+_prepare = jax.jit(prepare_batch)
+_flow_px = jax.jit(ndc_coords_to_flow)
+
+
+@jax.jit
+def _relative_angles(poses, poses_gt):
+    """(B, N, N) degrees between predicted and true relative rotations of every frame pair."""
+    rel_p = relative_pose(poses[:, :, None], poses[:, None])
+    rel_g = relative_pose(poses_gt[:, :, None], poses_gt[:, None])
+    return jnp.degrees(geodesic_angle(rel_p[..., :3, :3], rel_g[..., :3, :3]))
+
+
+@jax.jit
+def _point_loss(out, batch):
+    return flow3r_loss(out, batch, LossConfig())[1]["point"]
+
+
 def evaluate_batches(model, batches: list[dict]) -> dict[str, float]:
     predict = Predictor(model)
     epe, under, n_px, rot, n_rot, point = [], {1: 0.0, 3: 0.0, 5: 0.0}, 0, 0.0, 0, []
     for host in batches:
-        b = prepare_batch({k: jnp.asarray(v) for k, v in host.items() if k not in HOST_ONLY_KEYS})
+        b = _prepare({k: jnp.asarray(v) for k, v in host.items() if k not in HOST_ONLY_KEYS})
         out = predict(b["images"], b["pairs"])
         mask = np.asarray(b["covisible"] & b["pair_valid"][..., None, None])
-        err = np.linalg.norm(np.asarray(ndc_coords_to_flow(jnp.asarray(out["flow"]))) - np.asarray(b["flow"]), axis=-1)[mask]
+        err = np.linalg.norm(np.asarray(_flow_px(jnp.asarray(out["flow"]))) - np.asarray(b["flow"]), axis=-1)[mask]
         epe.append(err.sum())
         n_px += err.size
         for t in under:
             under[t] += float((err < t).sum())
         if bool(np.asarray(b["labeled"]).all()):
-            rel_p = relative_pose(jnp.asarray(out["camera_poses"])[:, :, None], jnp.asarray(out["camera_poses"])[:, None])
-            rel_g = relative_pose(b["poses"][:, :, None], b["poses"][:, None])
-            ang = np.degrees(np.asarray(geodesic_angle(rel_p[..., :3, :3], rel_g[..., :3, :3])))
+            ang = np.asarray(_relative_angles(jnp.asarray(out["camera_poses"]), b["poses"]))
             N = ang.shape[-1]
             off = ~np.eye(N, dtype=bool)
             rot += float(ang[..., off].sum())
             n_rot += int(ang[..., off].size)
-            _, terms = flow3r_loss({k: jnp.asarray(v) for k, v in out.items()}, b, LossConfig())
-            point.append(float(terms["point"]))
+            point.append(float(_point_loss({k: jnp.asarray(v) for k, v in out.items()}, b)))
     res = {"flow_epe": float(np.sum(epe) / max(n_px, 1))}
     res.update({f"flow_{t}px": under[t] / max(n_px, 1) for t in under})
     if n_rot:
