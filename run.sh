@@ -57,6 +57,10 @@ case "$cmd" in
     ensure_env "test,convert,beam,viz"
     # --durations: the slowest tests are listed above the summary line (the suite must stay under 25 min);
     # --no-loadscope-reorder: files go to the workers longest first (tests/conftest.py, _LONGEST_FIRST)
+    # OPENBLAS_NUM_THREADS=1: two workers share two cores, and OpenBLAS's threads spin while they
+    # wait (the sparse solver's 48-frame test clip: 99 s with its default threads next to a busy
+    # worker, 35 s with one; 23 s either way alone). Read when NumPy loads, so set here.
+    export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"
     exec .venv/bin/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder -q --durations=15 "$@"
     ;;
   *)
