@@ -171,9 +171,9 @@ def test_triangulate_and_point_depths_exact():
 
 def test_rotation_averaging_jacobian_equals_finite_differences():
     """The analytic Jacobian of the weighted pair residuals Log(R_ij R_i R_j^T) w_ij that rotation
-    averaging hands to least_squares, against scipy's central differences: rotations of up to
-    ~170 degrees, and within the small-angle series (rotation vectors of 1e-6 rad; also the
-    residuals', with R_ij near the identity)."""
+    averaging hands to least_squares, against scipy's central differences: frame rotations up to
+    93 degrees with pair residuals up to 177, and within the small-angle series (rotation vectors
+    of 1e-6 rad; also the residuals', with R_ij near the identity)."""
     from scipy.optimize._numdiff import approx_derivative
 
     from flow3r_jax.sfm.initial import _pair_residuals
